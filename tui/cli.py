@@ -1,0 +1,153 @@
+"""The `actlab` command.
+
+    actlab                      open the live lab on lab.toml
+    actlab run --headless       train lab.toml without the app, one line per epoch
+    actlab run --resume RUN     continue an interrupted run from its last checkpoint
+    actlab watch RUN            the live lab fed from a run folder's events.jsonl
+
+Exit codes: 0 done, 1 the run failed or diverged, 2 bad usage or config (one line, no
+traceback), 128+N when signal N stopped the run (after it wrote a checkpoint).
+Heavy imports (torch, textual) happen inside the commands, so `--help` and usage errors
+answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"actlab: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="configuration file (default: ./lab.toml if present)")
+    p.add_argument("--activation", metavar="NAME", help="activation function, e.g. relu, gelu, tanhexp")
+    p.add_argument("--epochs", metavar="N", type=int, help="maximum number of epochs")
+    p.add_argument("--dataset", metavar="NAME", help="fashion-mnist, mnist, digits or blobs")
+    p.add_argument("--seed", metavar="N", type=int, help="random seed")
+    p.add_argument("--device", metavar="DEV", help="cpu, cuda, mps or auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="actlab", description="A terminal training lab for activation functions.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    run = sub.add_parser("run", help="train the configuration (headless or in the app)")
+    _add_overrides(run)
+    run.add_argument("--headless", action="store_true", help="no app: print one line per epoch")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--verbose", action="store_true", help="also print every checkpoint written")
+    watch = sub.add_parser("watch", help="watch a run folder (e.g. a headless run under nohup or tmux)")
+    watch.add_argument("run_dir", metavar="RUN_DIR")
+    return parser
+
+
+OVERRIDE_FLAGS = {"activation": "model.activation", "epochs": "train.epochs", "dataset": "data.dataset",
+                  "seed": "run.seed", "device": "run.device"}
+
+
+def load_lab_config(args: argparse.Namespace):
+    """lab.toml (or --config) with the command-line overrides applied and checked."""
+    from actlab.engine.config import apply_overrides, load_config
+
+    config = load_config(args.config)
+    overrides = {OVERRIDE_FLAGS[k]: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k, None) is not None}
+    labels = {v: f"--{k}" for k, v in OVERRIDE_FLAGS.items()}
+    return apply_overrides(config, overrides, source=labels)
+
+
+def _install_signal_handlers(control) -> dict[int, int]:
+    """SIGINT/SIGTERM/SIGHUP stop the run between batches; a second one exits at once."""
+    received: dict[int, int] = {}
+
+    def handler(signum, frame):
+        if received:
+            raise SystemExit(128 + signum)
+        received[signum] = 1
+        control.stop("interrupted")
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+    return received
+
+
+def cmd_run_headless(args: argparse.Namespace) -> int:
+    from actlab.engine.config import check_names
+    from actlab.engine.errors import UserError
+    from actlab.engine.training import RunControl, TrainingRun, resume
+
+    from .headless import HeadlessPrinter
+
+    control = RunControl()
+    received = _install_signal_handlers(control)
+    printer = HeadlessPrinter(verbose=args.verbose)
+    if args.resume:
+        if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config")):
+            raise UserError("--resume continues a run with its own config; drop --config and the other overrides")
+        result = resume(args.resume, consumers=[printer], control=control, probes=_probes_for(None, args.resume))
+    else:
+        config = load_lab_config(args)
+        check_names(config, source=args.config or "lab.toml")
+        result = TrainingRun(config, consumers=[printer], control=control, probes=_probes_for(config)).run()
+    exc = getattr(result, "exception", None)
+    if exc is not None:
+        if isinstance(exc, UserError):
+            raise exc
+        print(f"actlab: run failed: {result.message}", file=sys.stderr)
+        return EXIT_FAILED
+    if result.status == "interrupted":
+        return 128 + next(iter(received), signal.SIGINT)
+    if result.status == "diverged":
+        print(f"actlab: run diverged: {result.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _probes_for(config, run_dir: str | None = None):
+    """The probe set the config asks for (None while the probes module is absent)."""
+    try:
+        from actlab.engine.probes import build_probes
+    except ImportError:
+        return None
+    if config is None:
+        from actlab.engine.runs import read_config
+
+        config = read_config(Path(run_dir))
+    return build_probes(config.probes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from actlab.engine.errors import UserError
+
+    try:
+        if args.command in (None, "run"):
+            if args.command is None:
+                args = parser.parse_args(["run", "--headless", *(argv or [])])
+            return cmd_run_headless(args)
+        if args.command == "watch":
+            print("actlab watch: the live app is not built yet", file=sys.stderr)
+            return EXIT_USAGE
+    except UserError as exc:
+        print(f"actlab: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
