@@ -1,0 +1,370 @@
+"""Datasets as whole tensors on the device: FashionMNIST, MNIST, sklearn digits, 2-D blobs.
+
+`load_dataset` returns a `DataSplits`: train / validation / test tensors, flattened to
+(N, D) float32 and normalised, labels (N,) int64, all already on the requested device.
+The training loop indexes these tensors directly; there is no DataLoader and no
+per-sample Python transform anywhere.
+
+Where the files come from (fashion-mnist / mnist):
+
+1. `source` (lab.toml `data.source`, else the env var `ACTLAB_DATA`): a folder of the four
+   original `.gz` files, taken as `<source>/`, `<source>/raw/` or `<source>/<Class>/raw/`
+   (so `ACTLAB_DATA=../shared/datasets` serves both datasets). The folder is only read:
+   the files are checked against torchvision's MD5s, copied into the cache and extracted
+   there. A missing or corrupt source is a `DataError`, never a silent fallback.
+2. Otherwise the cache (`cache_dir`, default `default_cache_dir()`), laid out as
+   torchvision expects: `<cache>/<Class>/raw/`.
+3. Otherwise a torchvision download into the cache (if `download`), with a short socket
+   timeout so that an offline machine fails in seconds.
+4. Otherwise, with `fallback="digits"`, the scikit-learn digits (shipped with sklearn, so
+   always offline) and a one-line `note` saying why; with `fallback="none"` a `DataError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import io
+import math
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+DATASET_NAMES = ("fashion-mnist", "mnist", "digits", "blobs")
+NORMALIZATIONS = ("dataset", "half")  # the train split's own mean/std, or fixed (0.5, 0.5)
+FALLBACKS = ("digits", "none")
+
+DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation while downloading
+BLOBS_PER_CLASS = 40  # reference section 4: 40 points per cloud, means -1 / +1, std 0.5
+BLOBS_STD = 0.5
+_DIGITS_TEST_SEED = 0  # the digits test split is fixed, like the MNIST test sets
+
+
+@dataclass(frozen=True, eq=False)
+class DataSplits:
+    """Train / validation / test tensors of one dataset, ready for the model."""
+
+    name: str  # the dataset really used (differs from the request after a fallback)
+    train_x: torch.Tensor = field(repr=False)  # (N, D) float32, normalised, flattened
+    train_y: torch.Tensor = field(repr=False)  # (N,) int64 class indices
+    val_x: torch.Tensor = field(repr=False)
+    val_y: torch.Tensor = field(repr=False)
+    test_x: torch.Tensor = field(repr=False)
+    test_y: torch.Tensor = field(repr=False)
+    input_shape: tuple[int, ...]  # one sample before flattening: (1, 28, 28), (1, 8, 8), (2,)
+    num_classes: int
+    mean: float  # normalisation used: x = (raw - mean) / std, raw in [0, 1] for images
+    std: float
+    note: str = ""  # one line for the user, e.g. why a fallback dataset is used
+
+    @property
+    def input_size(self) -> int:
+        """Features per flattened sample (D)."""
+        return math.prod(self.input_shape)
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """(train, validation, test) sample counts."""
+        return len(self.train_y), len(self.val_y), len(self.test_y)
+
+
+def default_cache_dir() -> Path:
+    """Folder for downloaded and extracted datasets.
+
+    `$ACTLAB_CACHE/datasets` when the env var `ACTLAB_CACHE` (actlab's cache root) is set,
+    else `<user cache dir>/actlab/datasets` from platformdirs.
+    """
+    root = os.environ.get("ACTLAB_CACHE")
+    if root:
+        return Path(root).expanduser() / "datasets"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("actlab", appauthor=False)) / "datasets"
+
+
+def load_dataset(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 42,
+    val_size: int = 10000,
+    normalization: str = "dataset",
+    source: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    fallback: str = "digits",
+    download: bool = True,
+) -> DataSplits:
+    """Load a dataset as normalised device tensors split into train / val / test.
+
+    Splits, all determined by `seed` (a `torch.Generator`, independent of the global RNG):
+
+    - fashion-mnist, mnist: the 60,000 training images are permuted; the first `val_size`
+      (1 <= val_size < 60000) become validation, the rest training (default 50,000 /
+      10,000). The 10,000 test images are the official test set.
+    - digits (1,797 images of 8x8, pixel values 0..16 scaled by 1/16): a fixed 20% test
+      split (359, the same for every seed), then `min(val_size, 359)` validation samples
+      drawn by `seed`; the rest train (1,079 / 359 / 359 with the default val_size).
+    - blobs: two 2-D Gaussian clouds, means (-1, -1) and (+1, +1), std 0.5, 40 points each
+      per split, so train, val and test each hold 80 fresh points drawn from `seed`;
+      `val_size` is ignored.
+
+    normalization "dataset" uses the mean and std of all training-split values (after the
+    split; FashionMNIST gives about 0.2860 / 0.3530); "half" uses (0.5, 0.5). The same
+    numbers are applied to all three splits and recorded in the result.
+
+    Raises `DataError` for an unknown name or option, an unusable `source` folder (missing
+    or corrupt files), or an unavailable dataset when `fallback="none"`.
+    """
+    key = _canonical_name(name)
+    if normalization not in NORMALIZATIONS:
+        raise DataError(f"unknown normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+    if fallback not in FALLBACKS:
+        raise DataError(f"unknown data fallback {fallback!r}; valid: {', '.join(FALLBACKS)}")
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 1:
+        raise DataError(f"val_size must be a positive integer, got {val_size!r}")
+    device = torch.device(device)
+
+    if key == "digits":
+        return _load_digits(device, seed, val_size, normalization)
+    if key == "blobs":
+        return _load_blobs(device, seed, normalization)
+
+    if source is None:
+        source = os.environ.get("ACTLAB_DATA") or None
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        train_set, test_set = _torchvision_sets(key, root, source, download)
+    except _Unavailable as exc:
+        if fallback == "none":
+            raise DataError(f"{key} unavailable: {exc}") from None
+        splits = _load_digits(device, seed, val_size, normalization)
+        note = f"{key} unavailable ({exc}); using digits"
+        return dataclasses.replace(splits, note=note)
+
+    n_train = len(train_set.targets)
+    if val_size >= n_train:
+        raise DataError(f"val_size {val_size} leaves no training data ({key} has {n_train} training images)")
+    x = _to_device_flat(train_set.data, device, 255.0)
+    y = train_set.targets.to(device=device, dtype=torch.int64)
+    perm = torch.randperm(n_train, generator=_generator(seed)).to(device)
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    test_x = _to_device_flat(test_set.data, device, 255.0)
+    test_y = test_set.targets.to(device=device, dtype=torch.int64)
+    return _finish(
+        key, x[train_idx], y[train_idx], x[val_idx], y[val_idx], test_x, test_y,
+        input_shape=(1, 28, 28), num_classes=10, normalization=normalization,
+    )
+
+
+# --- internals ---------------------------------------------------------------------------
+
+
+class _Unavailable(Exception):
+    """The dataset is neither cached nor obtainable; the message says why (one line)."""
+
+
+def _canonical_name(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    if key in DATASET_NAMES:
+        return key
+    close = difflib.get_close_matches(key, DATASET_NAMES, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise DataError(f"unknown dataset {name!r}{hint}; valid: {', '.join(DATASET_NAMES)}")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _to_device_flat(data: torch.Tensor, device: torch.device, scale: float) -> torch.Tensor:
+    """(N, ...) integer pixels -> (N, D) float32 in [0, 1] on the device (moved as uint8 / int first)."""
+    x = data.to(device).reshape(len(data), -1).to(torch.float32)
+    return x.div_(scale)
+
+
+def _finish(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    normalization: str,
+) -> DataSplits:
+    """Normalise all splits in place with the train split's statistics (or 0.5 / 0.5)."""
+    if normalization == "half":
+        mean, std = 0.5, 0.5
+    else:
+        std_t, mean_t = torch.std_mean(train_x, correction=0)
+        mean, std = float(mean_t), float(std_t)  # one sync, once per load
+        if not std > 0:
+            std = 1.0
+    for t in (train_x, val_x, test_x):
+        t.sub_(mean).div_(std)
+    return DataSplits(
+        name=name,
+        train_x=train_x, train_y=train_y,
+        val_x=val_x, val_y=val_y,
+        test_x=test_x, test_y=test_y,
+        input_shape=input_shape, num_classes=num_classes,
+        mean=mean, std=std,
+    )
+
+
+# --- digits and blobs ----------------------------------------------------------------------
+
+
+def _load_digits(device: torch.device, seed: int, val_size: int, normalization: str) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32)  # (1797, 8, 8), values 0..16
+    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+    n = len(labels)
+    n_test = n // 5
+    fixed = torch.randperm(n, generator=_generator(_DIGITS_TEST_SEED))
+    test_idx, rest = fixed[:n_test], fixed[n_test:]
+    rest = rest[torch.randperm(len(rest), generator=_generator(seed))]
+    n_val = min(val_size, n // 5)
+    val_idx, train_idx = rest[:n_val], rest[n_val:]
+
+    def part(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _to_device_flat(images[idx], device, 16.0), labels[idx].to(device)
+
+    train, val, test = part(train_idx), part(val_idx), part(test_idx)
+    return _finish(
+        "digits", *train, *val, *test,
+        input_shape=(1, 8, 8), num_classes=10, normalization=normalization,
+    )
+
+
+def _load_blobs(device: torch.device, seed: int, normalization: str) -> DataSplits:
+    gen = _generator(seed)
+    centres = torch.tensor([[-1.0, -1.0], [1.0, 1.0]])
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(2).repeat_interleave(BLOBS_PER_CLASS)
+        x = centres[y] + BLOBS_STD * torch.randn(len(y), 2, generator=gen)
+        order = torch.randperm(len(y), generator=gen)
+        return x[order].to(device), y[order].to(device)
+
+    train, val, test = sample(), sample(), sample()  # consecutive draws: three disjoint samples
+    return _finish(
+        "blobs", *train, *val, *test,
+        input_shape=(2,), num_classes=2, normalization=normalization,
+    )
+
+
+# --- fashion-mnist / mnist through torchvision ----------------------------------------------
+
+
+def _torchvision_class(key: str):
+    from torchvision import datasets
+
+    return {"fashion-mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}[key]
+
+
+def _torchvision_sets(key: str, root: Path, source, download: bool):
+    """Both torchvision splits (uint8 `.data`, int64 `.targets`), read from the cache."""
+    cls = _torchvision_class(key)
+    raw = root / cls.__name__ / "raw"
+    files = [filename for filename, _ in cls.resources]
+    if source is not None:
+        src = _find_source_dir(Path(source).expanduser(), cls.__name__, files)
+        _stage_from_source(cls, src, raw)
+    elif not _extracted(raw, files):
+        if not download:
+            raise _Unavailable(f"not in the cache {raw} and downloads are off")
+        _download(cls, root, raw)
+    try:
+        return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+    except Exception as exc:  # truncated / foreign files left in the cache
+        raise DataError(
+            f"cached {key} files in {raw} are unreadable ({_one_line(exc)}); delete that folder and retry"
+        ) from None
+
+
+def _extracted(raw: Path, files: list[str]) -> bool:
+    return all((raw / f[: -len(".gz")]).is_file() for f in files)
+
+
+def _find_source_dir(source: Path, class_name: str, files: list[str]) -> Path:
+    """The folder inside `source` that holds the `.gz` files, else a `DataError`."""
+    if not source.is_dir():
+        raise DataError(f"data source folder {source} does not exist")
+    candidates = [source, source / "raw", source / class_name / "raw"]
+    best, best_missing = source, files
+    for folder in candidates:
+        missing = [f for f in files if not (folder / f).is_file()]
+        if not missing:
+            return folder
+        if len(missing) < len(best_missing):
+            best, best_missing = folder, missing
+    raise DataError(
+        f"data source folder {best} lacks {', '.join(best_missing)} "
+        f"(also looked in {source}/raw and {source}/{class_name}/raw)"
+    )
+
+
+def _stage_from_source(cls, src: Path, raw: Path) -> None:
+    """Copy the `.gz` files from `src` into the cache (if absent or of another size) and extract.
+
+    Files are MD5-checked (torchvision's table and `check_integrity`) before copying; both the
+    copy and the extraction go through temporary names and a rename, so an interrupted run
+    never leaves a half-written file under its final name. `src` is only read.
+    """
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the dataset cache {raw}: {exc.strerror or exc}") from None
+    for filename, md5 in cls.resources:
+        src_file, dst_file = src / filename, raw / filename
+        out_file = raw / filename[: -len(".gz")]
+        same = dst_file.is_file() and dst_file.stat().st_size == src_file.stat().st_size
+        if same and out_file.is_file():
+            continue
+        if not check_integrity(str(src_file), md5):
+            raise DataError(f"{src_file} is corrupt (MD5 differs from the original {filename}); replace it")
+        with tempfile.TemporaryDirectory(dir=raw, prefix=".staging-") as tmp:
+            tmp_gz = Path(tmp) / filename
+            shutil.copyfile(src_file, tmp_gz)
+            try:
+                extract_archive(str(tmp_gz), tmp)
+            except (OSError, EOFError, RuntimeError) as exc:  # bad gzip despite the MD5 (cannot really happen)
+                raise DataError(f"{src_file} is not a readable gzip file ({_one_line(exc)})") from None
+            os.replace(Path(tmp) / out_file.name, out_file)
+            os.replace(tmp_gz, dst_file)
+
+
+def _download(cls, root: Path, raw: Path) -> None:
+    """torchvision's download + MD5 check + extraction, quiet and with a short socket timeout."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    sink = io.StringIO()  # torchvision prints URLs and a tqdm bar; keep the terminal / TUI clean
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            cls(str(root), train=True, download=True)
+    except (RuntimeError, OSError) as exc:  # URLError and timeouts are OSErrors
+        raise _Unavailable(f"not in the cache {raw} and the download failed: {_one_line(exc)}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The most specific line of an exception message (torchvision's are multi-line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
