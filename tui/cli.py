@@ -1,7 +1,8 @@
 """The `actlab` command.
 
-    actlab                      open the live lab on lab.toml
-    actlab run --headless       train lab.toml without the app, one line per epoch
+    actlab                      open the live lab on lab.toml (same as `actlab run` on a terminal)
+    actlab run --headless       train lab.toml without the app, one line per epoch (also when
+                                stdin/stdout is not a terminal)
     actlab run --resume RUN     continue an interrupted run from its last checkpoint
     actlab watch RUN            the live lab fed from a run folder's events.jsonl
 
@@ -115,6 +116,60 @@ def cmd_run_headless(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _is_terminal() -> bool:
+    """The live app needs a terminal on both ends; otherwise `actlab run` trains headless."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _check_names_early(config, source: str) -> None:
+    """A bad activation name or config stops here, before the app opens (exit 2).
+
+    The check builds the activation, which imports PyTorch (seconds); the lab's own ten
+    names with default hyper-parameters are known good, so the app opens at once for them.
+    """
+    from actlab.engine.config import check_names
+
+    from .messages import LAB_ORDER
+
+    model = config.model
+    if model.activation_config or model.activation not in LAB_ORDER:
+        check_names(config, source=source)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """The live lab on lab.toml: training starts at once."""
+    config = load_lab_config(args)
+    _check_names_early(config, args.config or "lab.toml")
+    from .app import LabApp, run_app
+    from .feed import LiveFeed
+
+    return run_app(LabApp(LiveFeed(config), config=config))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """The live lab's screen for a run folder, following its events.jsonl (read-only)."""
+    from actlab.engine.errors import UserError
+    from actlab.engine.events import EVENTS_FILE
+    from actlab.engine.runs import CONFIG_FILE, read_config
+
+    run_dir = Path(args.run_dir)
+    events = run_dir / EVENTS_FILE if run_dir.is_dir() else run_dir
+    if not events.is_file():
+        raise UserError(f"{args.run_dir}: not a run folder (no {EVENTS_FILE})")
+    if not sys.stdout.isatty():
+        raise UserError("actlab watch needs a terminal (for a log, read the run's events.jsonl)")
+    config = None
+    if run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
+        try:
+            config = read_config(run_dir)
+        except UserError:
+            config = None  # the events alone are enough to draw the screen
+    from .app import LabApp, run_app
+    from .feed import WatchFeed
+
+    return run_app(LabApp(WatchFeed(run_dir), config=config))
+
+
 def _probes_for(config, run_dir: str | None = None):
     """The probe set the config asks for (None while the probes module is absent)."""
     try:
@@ -134,13 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from actlab.engine.errors import UserError
 
     try:
-        if args.command in (None, "run"):
-            if args.command is None:
-                args = parser.parse_args(["run", "--headless", *(argv or [])])
-            return cmd_run_headless(args)
+        if args.command is None:
+            args = parser.parse_args(["run"])
+        if args.command == "run":
+            if args.headless or args.resume or not _is_terminal():
+                return cmd_run_headless(args)
+            return cmd_app(args)
         if args.command == "watch":
-            print("actlab watch: the live app is not built yet", file=sys.stderr)
-            return EXIT_USAGE
+            return cmd_watch(args)
     except UserError as exc:
         print(f"actlab: {exc}", file=sys.stderr)
         return EXIT_USAGE

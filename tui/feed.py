@@ -1,0 +1,424 @@
+"""Where the app's events come from: a live training session, or a run folder being watched.
+
+Both sources sit behind one interface, `Feed`. The app calls `feed.run(sink, cancelled)` in a
+named thread worker; the feed calls `sink(item)` from that thread with engine events and
+`messages` items, and nothing else crosses threads. `sink` is `EventBuffer.put`: the app
+drains the buffer on a UI timer, so the training thread never touches a widget.
+
+- `LiveFeed` trains the lab's configuration and takes commands from the UI thread (pick
+  another activation, hot-swap, pause, save, queue all, close). Its engine is injectable:
+  `TorchEngine` is the real one, imported lazily inside the worker so the app paints before
+  PyTorch has loaded; tests pass a fake that records commands and emits scripted events.
+- `WatchFeed` follows a run folder's `events.jsonl` as it grows (`EventFollower`), for a run
+  started with `actlab run --headless` under nohup or tmux. It takes no commands.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+from actlab.engine.events import BatchProgress, EventFollower, RunStarted
+
+from .messages import Catalog, Curve, FeedError, FeedStatus
+
+Sink = Callable[[object], None]
+
+#: f(x) and f'(x) are drawn on this interval
+CURVE_RANGE = (-5.0, 5.0)
+CURVE_POINTS = 201
+
+
+class ReadOnlyFeed(Exception):
+    """The feed takes no commands (a watched run folder)."""
+
+
+class NoRunInProgress(Exception):
+    """A command that needs a run in progress (hot swap, pause, save) came with none."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# --- the buffer between the threads ---------------------------------------------------------
+
+class EventBuffer:
+    """Thread-safe hand-over from the feed thread to the UI timer.
+
+    Batch progress collapses at the door (only the latest matters), so a fast GPU run costs
+    the UI one progress update per tick however many batches it trained.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[object] = deque()
+        self._progress: BatchProgress | None = None
+
+    def put(self, item: object) -> None:
+        if isinstance(item, BatchProgress):
+            self._progress = item  # one reference assignment: atomic
+        else:
+            self._items.append(item)
+
+    def take(self) -> list[object]:
+        """Everything put since the last take, in order; the latest progress last."""
+        items = []
+        while True:
+            try:
+                items.append(self._items.popleft())
+            except IndexError:
+                break
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            items.append(progress)
+        return items
+
+
+# --- the interface ----------------------------------------------------------------------------
+
+class Feed:
+    """A source of events for the app; commands are refused unless `live`."""
+
+    live = False
+    description = ""
+
+    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Produce events into `sink` until closed or cancelled (runs in the worker thread)."""
+        raise NotImplementedError
+
+    def planned(self) -> tuple[str, ...]:
+        """Activations queued to train after the current run."""
+        return ()
+
+    @property
+    def busy(self) -> bool:
+        """A run is in progress (commands reach it)."""
+        return False
+
+    def select(self, name: str) -> None:
+        raise ReadOnlyFeed(self.description)
+
+    def queue(self, names: Iterable[str]) -> list[str]:
+        raise ReadOnlyFeed(self.description)
+
+    def swap(self, name: str) -> None:
+        raise ReadOnlyFeed(self.description)
+
+    def pause(self) -> None:
+        raise ReadOnlyFeed(self.description)
+
+    def resume(self) -> None:
+        raise ReadOnlyFeed(self.description)
+
+    def save(self) -> None:
+        raise ReadOnlyFeed(self.description)
+
+    def close(self) -> None:
+        """Stop producing; a live run is stopped with a checkpoint."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether `run` has returned (waiting up to `timeout` seconds)."""
+        return True
+
+
+# --- the engine behind a live feed ------------------------------------------------------------
+
+class Engine(Protocol):
+    """What `LiveFeed` needs from the training engine (the real one is `TorchEngine`)."""
+
+    def catalog(self, extra: Iterable[str] = ()) -> Catalog: ...
+    def load_data(self, config: Any) -> Any: ...
+    def new_control(self) -> Any: ...
+    def new_run(self, config: Any, *, consumers: list[Sink], control: Any, data: Any) -> Any: ...
+    def canonical(self, name: str) -> str: ...
+
+
+def _info_field(info: Any, key: str, index: int) -> Any:
+    """A field of `activation_info(name)`, whether it is a dataclass, a mapping or a tuple."""
+    if info is None:
+        return None
+    if isinstance(info, dict):
+        return info.get(key)
+    if hasattr(info, key):
+        return getattr(info, key)
+    if isinstance(info, (tuple, list)) and len(info) > index:
+        return info[index]
+    return None
+
+
+class TorchEngine:
+    """The real engine: `actlab.engine.training`, imported on first use (in the worker)."""
+
+    def catalog(self, extra: Iterable[str] = ()) -> Catalog:
+        from actlab.engine import activations
+
+        names = tuple(activations.activation_names())
+        aliases = {n: activations.canonical_name(n) for n in (*names, *extra) if n}
+        curves = {}
+        for name in dict.fromkeys(aliases.values()):
+            try:
+                curves[name] = self.curve(name)
+            except Exception:  # an activation that cannot be sampled is drawn without a curve
+                continue
+        return Catalog(names=names[:10], curves=curves, aliases=aliases)
+
+    def curve(self, name: str, **config: Any) -> Curve:
+        """f and f' on CURVE_RANGE, f' by autograd (once per activation)."""
+        import torch
+
+        from actlab.engine import activations
+
+        module = activations.create_activation(name, **config)
+        x = torch.linspace(*CURVE_RANGE, CURVE_POINTS, requires_grad=True)
+        y = module(x)
+        (dy,) = torch.autograd.grad(y.sum(), x)
+        try:
+            info = activations.activation_info(name)
+        except Exception:
+            info = None
+        formula = _info_field(info, "formula", 0) or getattr(module, "formula", "") or ""
+        smooth, sparse = _info_field(info, "smooth", 2), _info_field(info, "sparse", 1)
+        return Curve(name=activations.canonical_name(name), xs=tuple(x.detach().tolist()),
+                     ys=tuple(y.detach().tolist()), dys=tuple(dy.tolist()), formula=str(formula),
+                     smooth=None if smooth is None else bool(smooth), sparse=None if sparse is None else bool(sparse))
+
+    def canonical(self, name: str) -> str:
+        from actlab.engine.activations import canonical_name
+
+        return canonical_name(name)
+
+    def load_data(self, config: Any) -> Any:
+        """The splits every run of the session shares (loaded once, as `TrainingRun` would)."""
+        from actlab.engine.data import load_dataset
+        from actlab.engine.device import resolve_device
+
+        d = config.data
+        return load_dataset(d.dataset, device=resolve_device(config.run.device), seed=config.run.seed,
+                            val_size=d.val_size, normalization=d.normalization, source=d.source or None,
+                            cache_dir=d.cache_dir or None, fallback=d.fallback)
+
+    def new_control(self) -> Any:
+        from actlab.engine.training import RunControl
+
+        return RunControl()
+
+    def new_run(self, config: Any, *, consumers: list[Sink], control: Any, data: Any) -> Any:
+        from actlab.engine.training import TrainingRun
+
+        return TrainingRun(config, consumers=consumers, control=control, data=data, probes=self.probes(config))
+
+    def probes(self, config: Any) -> Any:
+        """A fresh probe set per run (None while the probes module is absent)."""
+        try:
+            from actlab.engine.probes import build_probes
+        except ImportError:
+            return None
+        return build_probes(config.probes)
+
+
+# --- live ---------------------------------------------------------------------------------------
+
+class LiveFeed(Feed):
+    """Trains the lab's configuration, one run at a time, steered from the UI thread.
+
+    Every run uses the same config (seed included) with only the activation changed, so
+    runs compare fairly; the dataset is loaded once and shared by all runs.
+    """
+
+    live = True
+
+    def __init__(self, config: Any, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine: Engine = engine if engine is not None else TorchEngine()
+        self.description = "live session"
+        self._cond = threading.Condition()
+        self._plan: deque[str] = deque([config.model.activation])
+        self._control: Any = None
+        self._current: str | None = None
+        self._closing = False
+        self._started = False
+        self._done = threading.Event()
+
+    # -- commands (UI thread) ------------------------------------------------------------
+
+    def planned(self) -> tuple[str, ...]:
+        with self._cond:
+            return tuple(self._plan)
+
+    @property
+    def busy(self) -> bool:
+        return self._control is not None
+
+    @property
+    def current(self) -> str | None:
+        """The activation of the run in progress (as picked)."""
+        return self._current
+
+    def select(self, name: str) -> None:
+        """Stop the current run (it checkpoints) and train `name` next; clears the queue."""
+        with self._cond:
+            self._plan.clear()
+            self._plan.append(name)
+            if self._control is not None:
+                self._control.stop("stopped")
+            self._cond.notify_all()
+
+    def queue(self, names: Iterable[str]) -> list[str]:
+        """Train `names` one after another once the current run ends; the names added."""
+        added = []
+        with self._cond:
+            for name in names:
+                if name not in self._plan and name != self._current:
+                    self._plan.append(name)
+                    added.append(name)
+            self._cond.notify_all()
+        return added
+
+    def _require_control(self) -> Any:
+        control = self._control
+        if control is None:
+            raise NoRunInProgress("no run in progress")
+        return control
+
+    def swap(self, name: str) -> None:
+        """Hot-swap the running model's activation (ValueError for an unknown name)."""
+        self._require_control().swap_activation(name)
+
+    def pause(self) -> None:
+        self._require_control().pause()
+
+    def resume(self) -> None:
+        self._require_control().resume()
+
+    def save(self) -> None:
+        self._require_control().save()
+
+    def close(self) -> None:
+        """Stop the session: the run in progress stops after its batch and checkpoints."""
+        with self._cond:
+            self._closing = True
+            self._plan.clear()
+            if self._control is not None:
+                self._control.stop("interrupted")
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return not self._started or self._done.wait(timeout)
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def config_for(self, name: str) -> Any:
+        """The lab's config with only the activation changed (its lab.toml hyper-parameters
+        apply to the configured activation only; others get their defaults)."""
+        base = self.config
+        same = self._same(name, base.model.activation)
+        params = dict(base.model.activation_config) if same else {}
+        return base.replace(**{"model.activation": name, "model.activation_config": params})
+
+    def _same(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        try:
+            return self.engine.canonical(a) == self.engine.canonical(b)
+        except Exception:
+            return False
+
+    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self._started = True
+        try:
+            self._run(sink, cancelled)
+        finally:
+            with self._cond:
+                self._control = self._current = None
+            self._done.set()
+
+    def _run(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+        sink(FeedStatus("loading", "loading PyTorch…"))
+        try:
+            sink(self.engine.catalog(extra=[self.config.model.activation]))
+        except Exception as exc:
+            sink(FeedError(f"the training engine did not load: {one_line(exc)}"))
+            return
+        data = None
+        while True:
+            with self._cond:
+                if not self._plan and not self._closing:
+                    sink(FeedStatus("idle", "pick an activation (1-0, n/p) or queue them all (a)"))
+                while not self._plan and not self._closing and not cancelled():
+                    self._cond.wait(0.25)
+                if self._closing or cancelled():
+                    return
+                name = self._plan.popleft()
+                control = self.engine.new_control()
+                self._control, self._current = control, name
+            try:
+                config = self.config_for(name)
+                if data is None:
+                    sink(FeedStatus("loading", f"loading {config.data.dataset}…"))
+                    data = self.engine.load_data(config)
+                if self._closing or cancelled():
+                    return
+                sink(FeedStatus("starting", f"starting {name}…"))
+                self.engine.new_run(config, consumers=[sink], control=control, data=data).run()
+            except Exception as exc:  # data unreadable, or anything the run itself did not catch
+                sink(FeedError(one_line(exc)))
+            finally:
+                with self._cond:
+                    self._control = self._current = None
+
+
+# --- watch --------------------------------------------------------------------------------------
+
+class WatchFeed(Feed):
+    """Follows a run folder's events.jsonl; read-only.
+
+    Everything already in the file arrives at once (the whole history), then new lines as
+    they are written. A truncated last line waits for its newline. The activation curves
+    are computed after the history is shown (that needs PyTorch, imported in this thread).
+    """
+
+    def __init__(self, run_dir: str | Path, *, interval: float = 0.25, engine: Any = None,
+                 curves: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.description = f"watching {self.run_dir} (read-only)"
+        self.interval = interval
+        self.engine = engine if engine is not None else (TorchEngine() if curves else None)
+        self._stop = threading.Event()
+        self._started = False
+        self._done = threading.Event()
+
+    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self._started = True
+        try:
+            follower = EventFollower(self.run_dir)
+            sink(FeedStatus("watching", f"watching {self.run_dir}"))
+            activations: set[str] = set()
+
+            def forward(events: list) -> None:
+                for event in events:
+                    if isinstance(event, RunStarted):
+                        activations.add(event.activation)
+                    sink(event)
+
+            forward(follower.poll())
+            if self.engine is not None and not self._stop.is_set():
+                try:
+                    sink(self.engine.catalog(extra=sorted(activations)))
+                except Exception:  # curves are a nicety here; the log is what matters
+                    pass
+            while not self._stop.is_set() and not cancelled():
+                forward(follower.poll())
+                self._stop.wait(self.interval)
+        except Exception as exc:
+            sink(FeedError(f"cannot follow {self.run_dir}: {one_line(exc)}"))
+        finally:
+            self._done.set()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return not self._started or self._done.wait(timeout)

@@ -1,0 +1,58 @@
+"""What a feed hands the app besides the engine's own events.
+
+The engine's events (`actlab.engine.events`) describe a run. These few frozen dataclasses
+describe the session around the runs: which activations the lab offers (with their curves,
+computed once in the worker thread), what the feed is doing while no run is active, and
+errors that are not a run's own. Like the events they hold plain Python values only, so the
+UI never touches a tensor. A feed puts them in the same buffer as the events; the app drains
+that buffer on a timer (see `LabApp._drain`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: the lab's activation order before the engine has loaded (keys 1..9, 0); the engine's
+#: `activation_names()[:10]` replaces it in `Catalog`
+LAB_ORDER: tuple[str, ...] = ("sigmoid", "tanh", "relu", "leakyrelu", "prelu", "elu", "gelu", "swish", "mish",
+                              "tanhexp")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """An activation's f(x) and f'(x) sampled on a grid (f' by autograd, in the worker)."""
+
+    name: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    dys: tuple[float, ...]
+    formula: str = ""
+    smooth: bool | None = None  # None: unknown
+    sparse: bool | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The activations the lab offers, in key order, with their curves.
+
+    Sent once the engine is importable (PyTorch loaded in the worker thread).
+    """
+
+    names: tuple[str, ...]  # the lab's list: keys 1..9, 0 pick names[0..9]
+    curves: dict[str, Curve] = field(default_factory=dict)  # by canonical name
+    aliases: dict[str, str] = field(default_factory=dict)  # any spelling -> canonical name
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    """What the feed is doing while no run reports: loading, idle, watching."""
+
+    state: str  # "loading", "idle", "watching", "waiting"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class FeedError:
+    """An error outside a run (the engine would not load, the data could not be read)."""
+
+    error: str
