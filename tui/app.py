@@ -375,14 +375,16 @@ class LabApp(App[int]):
 
 
 def run_app(app: LabApp, *, grace: float = 0.3) -> int:
-    """Run the app; return its exit code within about a second of `q`, even mid-epoch.
+    """Run the app as the `actlab` process, and end that process within about a second of `q`.
 
-    The app runs on its own event loop, closed without joining the worker thread; if the
-    engine is still busy `grace` seconds after the app ended (a batch or a dataset load
-    that does not end), the process leaves with `os._exit` (checkpoints are written
-    atomically, so an unfinished one leaves the previous file whole). SIGTERM and SIGHUP
-    (an SSH drop) stop the run with a checkpoint and end the app; the exit code is then
-    128 + the signal number, as for a headless run.
+    The app runs on its own event loop, closed without joining the worker thread. Once the
+    app has ended and the engine has stopped (its checkpoint and event log are closed), the
+    process leaves with `os._exit`: the interpreter's own teardown with PyTorch loaded takes
+    seconds and has nothing of ours left to do. If the engine is still busy `grace` seconds
+    after the app ended (a batch or a dataset load that does not end), the process leaves
+    anyway (checkpoints are written atomically, so an unfinished one leaves the previous
+    file whole). SIGTERM and SIGHUP (an SSH drop) stop the run with a checkpoint and end the
+    app; the exit code is then 128 + the signal number, as for a headless run.
     """
     import signal
     import sys
@@ -408,8 +410,7 @@ def run_app(app: LabApp, *, grace: float = 0.3) -> int:
         app.feed.close()
         loop.close()
     code = 128 + received[0] if received else (app.return_code or 0)
-    if not app.feed.wait(1.0 if received else grace):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    app.feed.wait(1.0 if received else grace)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,69 @@
+"""How `actlab` reaches the app: imports stay light, bad configs never open it, NO_COLOR holds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from test_tui_app import drive, until
+from tui_fakes import T0, ScriptedFeed, catalog, run_started, small_config
+
+import actlab.tui.app as app_module
+from actlab.engine.events import LayerStats
+from actlab.tui import cli
+
+
+def test_the_app_module_does_not_import_torch():
+    """The first frame must not wait for PyTorch: nothing the app imports at load time pulls it in."""
+    code = ("import sys, actlab.tui.app, actlab.tui.feed, actlab.tui.cli; "
+            "bad = [m for m in ('torch', 'numpy', 'sklearn') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture
+def no_app(monkeypatch):
+    """Opening the app fails the test; the command believes it has a terminal."""
+    class Refused:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the app was opened")
+
+    monkeypatch.setattr(app_module, "LabApp", Refused)
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+
+
+def test_a_bad_lab_toml_is_one_line_and_exit_2_without_the_app(tmp_path, capsys, no_app):
+    bad = tmp_path / "lab.toml"
+    bad.write_text("[train]\nlr = -1\n")
+    assert cli.main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.lr" in err and str(bad) in err
+
+
+def test_an_unknown_activation_is_caught_before_the_app(tmp_path, capsys, no_app):
+    assert cli.main(["run", "--activation", "relux"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "relux" in err
+
+
+def test_watch_needs_a_run_folder(tmp_path, capsys, no_app):
+    assert cli.main(["watch", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_no_color_marks_what_colour_would_have_warned(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    layers = {f"act{i}": {"size": 100.0, "dead_exact": float(d)} for i, d in enumerate((0, 20, 60), 1)}
+    feed = ScriptedFeed([catalog(), run_started("r", "relu", T0),
+                         LayerStats(run_id="r", epoch=1, layers=layers)])
+    app = app_module.LabApp(feed, config=small_config(**{"model.hidden_sizes": [100, 100, 100]}))
+
+    async def script(pilot):
+        await until(pilot, lambda: app.dead.data.epoch == 1)
+        assert app.no_color
+        rows = app.dead.render().plain.splitlines()
+        assert rows[0].rstrip().endswith("0.0%")
+        assert rows[1].rstrip().endswith("20.0% !") and rows[2].rstrip().endswith("60.0% !!")
+
+    drive(app, script)
