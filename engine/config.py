@@ -86,9 +86,30 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ProbesConfig:
-    """Which per-layer probes run and how often (owned by `probes`)."""
+    """Which per-layer probes run and how often (owned by `probes`; see engine/probes/)."""
 
     enabled: bool = option(True, "run the probes at all")
+    dead_exact_every: int = option(1, "exact dead-neuron count, a no-grad pass over the whole training split, "
+                                      "every N epochs and at initialisation; 0 turns it off", min=0)
+    rates: bool = option(True, "live output rates: activation rate, per-batch death rate, never-active neurons")
+    grad_rates: bool = option(True, "the same rates from parameter gradients (all-zero weight row and bias)")
+    saturation: bool = option(True, "share of units with |f'(z)| below the threshold, mean and std of z")
+    saturation_threshold: float = option(1e-3, "|f'(z)| below this counts as saturated", min=0.0, min_open=True)
+    sample_rows: int = option(64, "rows of a sampled batch used for activation rate, saturation and z statistics",
+                              min=1)
+    sample_every: int = option(4, "sample every N-th training batch (1 = every batch)", min=1)
+    gradients: bool = option(True, "mean |g|, L2 norm and max of each weight gradient, per step and per epoch")
+    series_limit: int = option(4096, "per-step values kept between two reads of the series at most", min=1)
+    weights: bool = option(True, "update-to-weight ratio per epoch and distance from the initial weights")
+    histograms: bool = option(True, "histograms: activation outputs at epoch end, weight gradients at init")
+    hist_bins: int = option(64, "bins of every histogram", min=1, max=1000)
+    hist_rows: int = option(10000, "training rows the activation histograms are taken over", min=1)
+    act_hist_min: float = option(-4.0, "lowest edge of the activation histograms (values below: first bin)")
+    act_hist_max: float = option(12.0, "highest edge of the activation histograms (values above: last bin)")
+    grad_hist_min: float = option(-10.0, "lowest edge of the gradient histograms, in log10 |g|")
+    grad_hist_max: float = option(0.0, "highest edge of the gradient histograms, in log10 |g|")
+    init_batch: int = option(256, "training rows of the one batch used for gradient statistics at init", min=1)
+    nonfinite: bool = option(True, "find the first layer whose outputs or gradients turn NaN or inf")
 
 
 @dataclass(frozen=True)
