@@ -1,0 +1,86 @@
+"""The probes inside a real TrainingRun: events in events.jsonl, read back by read_run,
+bounded step series, and training results unchanged by probing."""
+
+from __future__ import annotations
+
+import pytest
+
+from actlab.engine import runs
+from actlab.engine.config import LabConfig
+from actlab.engine.events import LayerStats, StepStats, read_events
+from actlab.engine.probes import build_probes, hook_count
+from actlab.engine.training import RunControl, TrainingRun
+
+
+def _config(tmp_path, **overrides) -> LabConfig:
+    base = {"run.runs_dir": str(tmp_path / "runs"), "run.device": "cpu", "data.dataset": "digits",
+            "model.hidden_sizes": [32, 16], "train.epochs": 2, "train.batch_size": 64, "train.lr": 0.05,
+            "model.dropout": 0.2}
+    return LabConfig().replace(**(base | overrides))
+
+
+def _run(config, data, **kwargs):
+    events = []
+    run = TrainingRun(config, consumers=[events.append], data=data, probes=build_probes(config.probes), **kwargs)
+    return run, run.run(), events
+
+
+def test_layer_and_step_stats_reach_the_log_and_read_run(tmp_path, digits_cpu):
+    run, result, events = _run(_config(tmp_path), digits_cpu)
+    assert result.status == "finished"
+    assert hook_count(run.model) == 0
+    logged = read_events(result.run_dir)
+    stats = [e for e in logged if isinstance(e, LayerStats)]
+    assert [e.epoch for e in stats] == [0, 1, 2]
+    init, last = stats[0], stats[-1]
+    assert set(init.histograms) == {"act/act1", "act/act2", "grad_init/fc1", "grad_init/fc2", "grad_init/out"}
+    hist = init.histograms["grad_init/fc1"]
+    assert len(hist["edges"]) == len(hist["counts"]) + 1 == 65
+    assert sum(hist["counts"]) == 32 * 64  # every weight-gradient entry of fc1
+    assert sum(last.histograms["act/act1"]["counts"]) == min(10000, digits_cpu.train_x.shape[0]) * 32
+    for name in ("act1", "act2"):
+        assert {"size", "dead_exact", "dead_exact_frac", "dead_live", "activation_rate", "death_rate",
+                "grad_death_rate", "saturation", "z_mean", "z_std"} <= set(last.layers[name])
+    for name in ("fc1", "fc2", "out"):
+        assert {"grad_mean_abs", "grad_l2", "grad_max", "update_ratio_log10", "dist_from_init"} <= set(last.layers[name])
+    assert "dead_live" not in init.layers["act1"] and "update_ratio_log10" not in init.layers["fc1"]
+    table = runs.read_run(result.run_dir)
+    assert [e for e, _ in table.column("act1", "dead_exact")] == [0, 1, 2]
+    assert [e for e, _ in table.column("fc1", "dist_from_init")] == [0, 1, 2]
+    # the step series covers every step exactly once, in order
+    steps = [e for e in logged if isinstance(e, StepStats)]
+    firsts, total = [], 0
+    for e in steps:
+        assert e.first_step == total + 1
+        firsts.append(e.first_step)
+        total += len(e.series["fc1"]["grad_l2"])
+        assert set(e.series) == {"fc1", "fc2", "out"}
+    assert total == 2 * (digits_cpu.train_x.shape[0] // 64)
+
+
+def test_probing_does_not_change_training(tmp_path, digits_cpu):
+    config = _config(tmp_path, **{"train.epochs": 2})
+    _, probed, _ = _run(config, digits_cpu)
+    _, plain, _ = _run(config.replace(**{"probes.enabled": False}), digits_cpu)
+    assert [(e.train_loss, e.val_acc) for e in probed.history] == [(e.train_loss, e.val_acc) for e in plain.history]
+
+
+def test_hot_swap_keeps_probing_and_leaves_no_hooks(tmp_path, digits_cpu):
+    control = RunControl()
+    control.swap_activation("sigmoid")  # applied before the first batch
+    run, result, events = _run(_config(tmp_path, **{"train.epochs": 1}), digits_cpu, control=control)
+    assert result.status == "finished" and run.model.config.activation == "sigmoid"
+    assert hook_count(run.model) == 0
+    epoch1 = [e for e in events if isinstance(e, LayerStats) and e.epoch == 1][0]
+    assert epoch1.layers["act1"]["dead_exact"] == 0  # sigmoid never outputs exact zeros
+    assert epoch1.layers["act1"]["activation_rate"] == pytest.approx(1.0)
+
+
+def test_exact_pass_every_n_epochs_and_off(tmp_path, digits_cpu):
+    _, result, events = _run(_config(tmp_path, **{"train.epochs": 3, "probes.dead_exact_every": 2}), digits_cpu)
+    have = {e.epoch: "dead_exact" in e.layers["act1"] for e in events if isinstance(e, LayerStats)}
+    assert have == {0: True, 1: False, 2: True, 3: False}
+    _, result, events = _run(_config(tmp_path, **{"probes.dead_exact_every": 0, "probes.histograms": False}),
+                             digits_cpu)
+    assert not any("dead_exact" in e.layers.get("act1", {}) for e in events if isinstance(e, LayerStats))
+    assert all(not e.histograms for e in events if isinstance(e, LayerStats))
