@@ -101,6 +101,23 @@ def test_number_key_stops_the_run_and_starts_the_activation_with_the_same_seed()
     assert engine.data_loads == 1  # the data is loaded once per session
 
 
+def test_a_pick_while_the_data_loads_replaces_the_first_run():
+    engine = FakeEngine()
+    engine.load_gate.clear()
+    app, feed, engine = make_app(engine)
+
+    async def script(pilot):
+        await until(pilot, engine.loading.is_set)
+        assert app.header.data.state == "loading" and app.header.data.activation == "relu"
+        await pilot.press("7")
+        engine.load_gate.set()
+        await until(pilot, trained(app))
+        assert app.header.data.activation == "gelu"
+
+    drive(app, script)
+    assert [r.activation for r in engine.runs] == ["gelu"]  # relu never started
+
+
 def test_next_and_previous_walk_the_lab_list():
     app, feed, engine = make_app()
 
@@ -271,6 +288,14 @@ def test_small_terminals_page_through_views(size, compact):
             assert screen.has_class("view-all") and shown() == {"acc", "curve", "dead", "hists", "board-box"}
             await pilot.press("v")
             assert shown() == {"acc", "dead"}
+            await pilot.press("v", "v", "v")
+            assert shown() == {"acc", "curve", "dead", "hists", "board-box"}
+            await pilot.resize_terminal(80, 24)  # the terminal shrinks: one view at a time
+            await pilot.pause()
+            assert app.compact and shown() == {"acc", "dead"}
+            await pilot.resize_terminal(130, 45)
+            await pilot.pause()
+            assert not app.compact and shown() == {"acc", "curve", "dead", "hists", "board-box"}
 
     drive(app, script, size=size)
 

@@ -161,3 +161,14 @@ def test_event_buffer_collapses_progress_and_keeps_order():
     items = buffer.take()
     assert items[:2] == ["a", "b"] and len(items) == 3 and items[2].step == 99
     assert buffer.take() == []
+
+
+def test_a_silent_watched_run_is_flagged():
+    s = Session(mode="watch")
+    s.apply(run_started("r", "relu", T0))
+    s.apply(epoch_done("r", 1, "relu", T0 + 10))
+    assert s.header(T0 + 30).message == ""
+    header = s.header(T0 + 100)
+    assert header.message.startswith("no new events for 1:30") and header.message_is_error
+    s.mode = "live"  # a live run is in this process: silence there is a long epoch, not a dead run
+    assert s.header(T0 + 100).message == ""

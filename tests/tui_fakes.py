@@ -287,6 +287,9 @@ class FakeEngine:
         self.finish = threading.Event()
         self.gate = threading.Event()  # cleared: new runs wait before announcing themselves
         self.gate.set()
+        self.load_gate = threading.Event()  # cleared: the data load waits
+        self.load_gate.set()
+        self.loading = threading.Event()
 
     def catalog(self, extra=()) -> Catalog:
         return catalog()
@@ -295,6 +298,8 @@ class FakeEngine:
         return {"silu": "swish"}.get(name, name)
 
     def load_data(self, config) -> str:
+        self.loading.set()
+        self.load_gate.wait(5)
         self.data_loads += 1
         if self.data_error is not None:
             error, self.data_error = self.data_error, None

@@ -128,11 +128,11 @@ class LabApp(App[int]):
             self.call_after_refresh(self.start_engine)
 
     def on_resize(self, event: events.Resize) -> None:
-        self._apply_layout()
+        self._apply_layout(event.size)
 
-    def _apply_layout(self) -> None:
+    def _apply_layout(self, size: tuple[int, int] | None = None) -> None:
         screen = self._main_screen or self.screen
-        width, height = self.size
+        width, height = size or self.size
         self.compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
         view = self.view
         if self.compact and view == "all":
@@ -374,17 +374,19 @@ class LabApp(App[int]):
         self.feed.close()
 
 
-def run_app(app: LabApp, *, grace: float = 0.3) -> int:
-    """Run the app as the `actlab` process, and end that process within about a second of `q`.
+def run_app(app: LabApp, *, grace: float = 0.3, checkpoint_wait: float = 30.0) -> int:
+    """Run the app as the `actlab` process; after `q` the process ends within about a second.
 
-    The app runs on its own event loop, closed without joining the worker thread. Once the
-    app has ended and the engine has stopped (its checkpoint and event log are closed), the
-    process leaves with `os._exit`: the interpreter's own teardown with PyTorch loaded takes
-    seconds and has nothing of ours left to do. If the engine is still busy `grace` seconds
-    after the app ended (a batch or a dataset load that does not end), the process leaves
-    anyway (checkpoints are written atomically, so an unfinished one leaves the previous
-    file whole). SIGTERM and SIGHUP (an SSH drop) stop the run with a checkpoint and end the
-    app; the exit code is then 128 + the signal number, as for a headless run.
+    The app runs on its own event loop, closed without joining the worker thread. After
+    `q` the engine stops after its current batch and writes its checkpoint; once it has (or
+    `grace` seconds after the app ended) the process leaves with `os._exit`: the
+    interpreter's own teardown with PyTorch loaded takes seconds and has nothing of ours
+    left to do. The one wait longer than a second: `q` during the epoch-end work
+    (validation, probes, checkpoints), where the stop is taken only afterwards; the process
+    then says so on stderr and waits up to `checkpoint_wait` seconds for the checkpoint
+    (ctrl+c leaves at once; checkpoints are written atomically, so leaving early keeps the
+    previous one whole). SIGTERM and SIGHUP (an SSH drop) stop the run with a checkpoint
+    and end the app; the exit code is then 128 + the signal number, as for a headless run.
     """
     import signal
     import sys
@@ -410,7 +412,19 @@ def run_app(app: LabApp, *, grace: float = 0.3) -> int:
         app.feed.close()
         loop.close()
     code = 128 + received[0] if received else (app.return_code or 0)
-    app.feed.wait(1.0 if received else grace)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    if not app.feed.wait(grace):
+        try:
+            print("actlab: the run is in its epoch-end work; waiting for its checkpoint (ctrl+c leaves now)",
+                  file=sys.stderr, flush=True)
+        except OSError:  # the terminal is gone (SSH drop): wait quietly
+            pass
+        try:
+            app.feed.wait(checkpoint_wait)
+        except KeyboardInterrupt:
+            pass
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        pass
     os._exit(code)

@@ -239,6 +239,7 @@ class LiveFeed(Feed):
         self._control: Any = None
         self._current: str | None = None
         self._closing = False
+        self._superseded = False  # the run being prepared was replaced by a pick
         self._started = False
         self._done = threading.Event()
 
@@ -264,6 +265,7 @@ class LiveFeed(Feed):
             self._plan.append(name)
             if self._control is not None:
                 self._control.stop("stopped")
+                self._superseded = True
             self._cond.notify_all()
 
     def queue(self, names: Iterable[str]) -> list[str]:
@@ -353,7 +355,7 @@ class LiveFeed(Feed):
                     return
                 name = self._plan.popleft()
                 control = self.engine.new_control()
-                self._control, self._current = control, name
+                self._control, self._current, self._superseded = control, name, False
             try:
                 config = self.config_for(name)
                 if data is None:
@@ -361,6 +363,8 @@ class LiveFeed(Feed):
                     data = self.engine.load_data(config)
                 if self._closing or cancelled():
                     return
+                if self._superseded:  # picked away while the data loaded: never start it
+                    continue
                 sink(FeedStatus("starting", f"starting {name}…"))
                 self.engine.new_run(config, consumers=[sink], control=control, data=data).run()
             except Exception as exc:  # data unreadable, or anything the run itself did not catch

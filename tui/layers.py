@@ -75,10 +75,12 @@ class DeadPanel(_Panel):
             return self.empty("no run yet")
         if d.epoch is None:
             return self.empty("no layer statistics yet" if not self.ended else "no layer statistics (probes off?)")
-        width = max(20, self.content_size.width)
-        out = Text()
+        width = max(12, self.content_size.width)
+        out = Text(no_wrap=True, overflow="crop")
         counts_w = max(len(f"{r.size}/{r.size}") for r in d.rows if r.size) if any(r.size for r in d.rows) else 5
-        tail = 1 + counts_w + 7 + (3 if self.no_color else 0)
+        marks = 3 if self.no_color else 0
+        show_counts = width - LABEL - 1 - (1 + counts_w + 7 + marks) >= 6  # else only the %
+        tail = (1 + counts_w if show_counts else 0) + 7 + marks
         bar_w = max(4, width - LABEL - 1 - tail)
         for i, row in enumerate(d.rows):
             if i:
@@ -87,13 +89,17 @@ class DeadPanel(_Panel):
             mark = self.bar(out, row.dead_frac, bar_w)
             dead = "-" if row.dead is None else f"{row.dead:.0f}"
             counts = f"{dead}/{row.size}" if row.size else dead
-            out.append(f" {counts:>{counts_w}} {fmt_pct(row.dead_frac):>6}")
+            if show_counts:
+                out.append(f" {counts:>{counts_w}}")
+            out.append(f" {fmt_pct(row.dead_frac):>6}")
             if self.no_color:
                 out.append(f"{mark:<3}")
             if d.show_saturation:
                 out.append("\n" + " sat".ljust(LABEL) + " ")
                 s_mark = self.bar(out, row.saturation, bar_w)
-                out.append(f" {'':>{counts_w}} {fmt_pct(row.saturation):>6}")
+                if show_counts:
+                    out.append(f" {'':>{counts_w}}")
+                out.append(f" {fmt_pct(row.saturation):>6}")
                 if self.no_color:
                     out.append(f"{s_mark:<3}")
         return out
@@ -121,7 +127,7 @@ class GradPanel(_Panel):
                 for name, values in d.rows}
         finite = [v for series in logs.values() for v in series if math.isfinite(v)]
         lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-        out = Text()
+        out = Text(no_wrap=True, overflow="crop")
         colour = hex_colour(TRAIN)
         for i, (name, values) in enumerate(d.rows):
             if i:
@@ -173,7 +179,7 @@ class HistPanel(_Panel):
         else:
             per = _rows_per_layer(height - len(sections), len(d.acts) + len(d.grads))
             lines = [line for s in sections for line in _section(*s, width, per)]
-        return Text("\n").join(lines)
+        return Text("\n", no_wrap=True, overflow="crop").join(lines)
 
 
 def _rows_per_layer(height: int, layers: int) -> int:

@@ -18,12 +18,15 @@ from actlab.engine.events import (ActivationSwapped, BatchProgress, CheckpointSa
                                   RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
 
 from .messages import LAB_ORDER, Catalog, Curve, FeedError, FeedStatus
+from .textplots import fmt_duration
 
 #: epochs of history kept per run (charts), and per-step gradient values kept per layer
 EPOCH_HISTORY = 1000
 STEP_HISTORY = 512
 #: the gradient metric drawn as sparklines
 GRAD_METRIC = "grad_mean_abs"
+#: watching a log: a running run silent this long is flagged (killed without a last line?)
+STALE_AFTER = 30.0
 
 # panel names returned by Session.apply
 HEADER, METRICS, CURVE, DEAD, GRADS, HISTS, BOARD = "header", "metrics", "curve", "dead", "grads", "hists", "board"
@@ -166,6 +169,7 @@ class RunView:
     started_at: float = 0.0
     ended_at: float | None = None
     last_checkpoint: str = ""
+    last_event_at: float = 0.0  # wall-clock time of its latest event
 
     @property
     def label(self) -> str:
@@ -260,7 +264,11 @@ class Session:
         handler = getattr(self, f"_on_{type(item).__name__}", None)
         if handler is None:
             return set()
-        return handler(item)
+        changed = handler(item)
+        run = self.runs.get(getattr(item, "run_id", ""))
+        if run is not None:  # an engine event of a known run
+            run.last_event_at = max(run.last_event_at, item.time)
+        return changed
 
     def _run(self, run_id: str) -> RunView | None:
         return self.runs.get(run_id)
@@ -455,6 +463,10 @@ class Session:
         elapsed = max(0.0, (end if end is not None else now) - run.started_at)
         message = run.message if run.ended and run.message else self.error
         error = run.state in ("failed", "diverged") or bool(self.error)
+        silent = now - run.last_event_at
+        if self.mode == "watch" and run.state == "running" and silent > STALE_AFTER and not message:
+            message = f"no new events for {fmt_duration(silent)}: is the run still alive?"
+            error = True
         return HeaderData(mode=self.mode, dataset=s.dataset, shape=shape, device=s.device,
                           activation=run.activation, state=run.state, pending=self.pending,
                           run_number=run.number, epoch=epoch, max_epochs=s.max_epochs, step=step,
