@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import OptionList, Static
+from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 HELP_FILE = Path(__file__).with_name("help.md")
@@ -19,7 +19,8 @@ class HelpScreen(ModalScreen[None]):
     """The keys and panels, from help.md."""
 
     BINDINGS = [
-        Binding("escape,question_mark,f1,q", "dismiss", "Close", show=True),
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark,f1,q", "dismiss", "Close", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -27,6 +28,7 @@ class HelpScreen(ModalScreen[None]):
 
         with VerticalScroll(id="help-body"):
             yield Markdown(HELP_FILE.read_text(encoding="utf-8"))
+        yield Footer()
 
     def on_mount(self) -> None:
         body = self.query_one("#help-body")
@@ -54,6 +56,7 @@ class SwapPicker(ModalScreen[str | None]):
         with Vertical(id="swap-box"):
             yield Static(f"Hot-swap [b]{self.current}[/] to… (same weights, training goes on)", id="swap-prompt")
             yield OptionList(*options, id="swap-list")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#swap-box").border_title = "hot swap · 1-0 or enter · escape cancels"
