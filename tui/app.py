@@ -69,7 +69,7 @@ class LabApp(App[int]):
     ]
 
     def __init__(self, feed: Feed, *, config: Any = None, clock: Callable[[], float] = time.time,
-                 refresh_hz: float | None = None, start_feed: bool = True) -> None:
+                 refresh_hz: float | None = None) -> None:
         super().__init__()
         self.feed = feed
         self.clock = clock
@@ -84,7 +84,6 @@ class LabApp(App[int]):
         self.buffer = EventBuffer()
         self.view = "all"
         self.compact = False
-        self.start_feed = start_feed
         self.engine_worker: Worker | None = None
         self._quitting = False
         self._left = False
@@ -123,9 +122,8 @@ class LabApp(App[int]):
         self._apply_layout()
         self._paint(set(ALL_PANELS))
         self.set_interval(1 / self.refresh_hz, self._drain, name="drain")
-        if self.start_feed:
-            # the first frame goes out before the worker starts importing PyTorch
-            self.call_after_refresh(self.start_engine)
+        # the first frame goes out before the worker starts importing PyTorch
+        self.call_after_refresh(self.start_engine)
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_layout(event.size)
@@ -134,9 +132,7 @@ class LabApp(App[int]):
         screen = self._main_screen or self.screen
         width, height = size or self.size
         self.compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
-        view = self.view
-        if self.compact and view == "all":
-            view = "train"
+        view = self.shown_view
         screen.set_class(self.compact, "-compact")
         for name in VIEWS:
             screen.set_class(name == view, f"view-{name}")

@@ -208,15 +208,9 @@ class TorchEngine:
     def new_run(self, config: Any, *, consumers: list[Sink], control: Any, data: Any) -> Any:
         from actlab.engine.training import TrainingRun
 
-        return TrainingRun(config, consumers=consumers, control=control, data=data, probes=self.probes(config))
+        from .cli import _probes_for  # the same probe set a headless run gets, fresh per run
 
-    def probes(self, config: Any) -> Any:
-        """A fresh probe set per run (None while the probes module is absent)."""
-        try:
-            from actlab.engine.probes import build_probes
-        except ImportError:
-            return None
-        return build_probes(config.probes)
+        return TrainingRun(config, consumers=consumers, control=control, data=data, probes=_probes_for(config))
 
 
 # --- live ---------------------------------------------------------------------------------------
