@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,36 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
         _remove_quietly(tmp)
         reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
+    except BaseException:  # e.g. SystemExit from a second Ctrl-C mid-write: no temp file left behind
+        _remove_quietly(tmp)
+        raise
     return path
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files left in `folder` by writers that were killed mid-write (kill -9).
+
+    A temp file is `.<name>.tmp-<pid>`; one whose process is still alive is kept (another
+    writer may be using it). Returns the files removed.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        _remove_quietly(tmp)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -81,21 +111,31 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.pt)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    kind = _sniff(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found or "GLOBAL" in text:
+            what = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{path}: refused: the file holds Python objects or code, not just tensors "
-                f"(not an actlab checkpoint, or tampered with)") from None
-        raise CheckpointError(f"{path}: unreadable checkpoint ({first or 'bad pickle data'})") from None
+                f"{path}: refused: the file holds Python code or objects{what}, not just tensors, and was not "
+                f"loaded (not an actlab checkpoint, or tampered with)") from None
+        detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(f"{path}: corrupt checkpoint (bad pickle data{': ' + detail if detail else ''})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, IndexError,
             KeyError, TypeError, UnicodeDecodeError) as exc:
-        text = str(exc)
-        if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+        text = str(exc).strip()
+        if kind == "zip" and not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: truncated (the file ends before its zip directory: cut short)") from None
+        if kind == "zip":
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise CheckpointError(f"{path}: a zip archive, but not a PyTorch checkpoint ({first[:120]})") from None
+        if isinstance(exc, EOFError) or "central directory" in text:
             raise CheckpointError(f"{path}: truncated or not a PyTorch file") from None
-        raise CheckpointError(f"{path}: unreadable checkpoint ({text.splitlines()[0] if text else type(exc).__name__})") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({first[:120]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an actlab checkpoint (no '{FORMAT}' format tag)")
     version = data.get("format_version")
@@ -108,6 +148,21 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if missing:
         raise CheckpointError(f"{path}: incomplete actlab checkpoint (missing {', '.join(missing)})")
     return data
+
+
+def _sniff(path: Path) -> str:
+    """"zip" (PyTorch's format) or "pickle" (its legacy one); anything else is refused unread."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    looks = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else f"bytes {head!r}"
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint file (it starts with {looks})")
 
 
 def model_config_of(data: dict[str, Any], path: str | os.PathLike[str] = "checkpoint") -> MLPConfig:
@@ -138,6 +193,9 @@ def load_weights(model: torch.nn.Module, data: dict[str, Any], path: str | os.Pa
             shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs).__name__
             raise CheckpointError(
                 f"{path}: weights do not fit the model: {key} has shape {shape}, the model needs {tuple(tensor.shape)}")
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights hold NaN or inf values ({bad[0]}); the file cannot be used")
     model.load_state_dict(state)
 
 

@@ -19,3 +19,11 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, truncated, foreign, too new or does not fit the model."""
+
+
+class StorageError(Exception):
+    """The run folder stopped taking writes (full disk, lost permission) while a run trained.
+
+    Not a `UserError`: the run had started, so it ends as failed (exit code 1); every
+    checkpoint written before stays intact and the message says which one is the newest.
+    """

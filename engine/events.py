@@ -10,6 +10,7 @@ logs and paints before PyTorch has finished importing.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -243,8 +244,16 @@ class EventBus:
         self._consumers.append(consumer)
 
     def emit(self, event: Event) -> None:
+        """Every consumer gets the event even when one before it raises; the first error is
+        re-raised afterwards (so a broken terminal printer never keeps an event out of the log)."""
+        error: BaseException | None = None
         for consumer in self._consumers:
-            consumer(event)
+            try:
+                consumer(event)
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 class EventLog:
@@ -254,8 +263,12 @@ class EventLog:
     `progress_interval` seconds so a watcher sees the bar move without a line per batch.
     The file is flushed (and fsync'd) after epoch-level events, so a kill loses at most
     the lines of the epoch in progress, and a kill mid-write leaves one truncated last
-    line that every reader skips.
+    line that every reader skips. When the disk refuses a write (full, read-only), the log
+    stops writing, keeps what reached the file, and says why in `error`; it never raises
+    into the training loop, which checks `error` once per epoch.
     """
+
+    error: str = ""  # why the log stopped writing, one line ("" while it works)
 
     def __init__(self, run_dir: str | os.PathLike[str], progress_interval: float = 1.0) -> None:
         self.path = Path(run_dir) / EVENTS_FILE
@@ -282,21 +295,42 @@ class EventLog:
             if now - self._last_progress < self._progress_interval:
                 return
             self._last_progress = now
-        self._file.write(event_to_json(event) + "\n")
+        try:
+            self._file.write(event_to_json(event) + "\n")
+        except OSError as exc:
+            self._broken(exc)
+            return
         if isinstance(event, (EpochDone, LayerStats, CheckpointSaved, RunStarted, *TERMINAL_EVENTS)):
             self.flush()
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self._broken(exc)
+            return
         try:
             os.fsync(self._file.fileno())
+        except OSError:
+            pass
+
+    def _broken(self, exc: OSError) -> None:
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        self.error = f"cannot write the run log {self.path}: {reason}"
+        try:
+            self._file.close()  # may fail again flushing the same bytes; the file is closed anyway
         except OSError:
             pass
 
     def close(self) -> None:
         if not self._file.closed:
             self.flush()
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._broken(exc)
 
 
 def read_events(run_dir_or_file: str | os.PathLike[str]) -> list[Event]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import queue
 import threading
 import time
@@ -30,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import runs
-from .checkpoints import load_weights, model_config_of, read_checkpoint, save_checkpoint
+from .checkpoints import load_weights, model_config_of, read_checkpoint, remove_stale_temps, save_checkpoint
 from .config import LabConfig, check_names
 from .data import DataSplits, load_dataset
 from .device import describe_device, resolve_device
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, DataError, StorageError, UserError
 from .events import (ActivationSwapped, BatchProgress, CheckpointSaved, Consumer, EpochDone, Event, EventBus,
                      EventLog, LayerStats, RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
 from .model import MLP, MLPConfig, count_parameters
@@ -195,6 +196,8 @@ class TrainingRun:
         self._log: EventLog | None = None
         self._paused = False
         self._partial: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_metrics: dict[str, float] = {}  # the newest finished epoch's metrics, kept in checkpoints
+        self._last_saved = ""  # "epoch N" of the newest checkpoint on disk, for error messages
 
     # -- setup -----------------------------------------------------------------------
 
@@ -206,12 +209,13 @@ class TrainingRun:
         if resumed:
             self.run_dir = self._resume_dir
             self.run_id = self.run_dir.name
-            checkpoint = read_checkpoint(runs.checkpoint_path(self.run_dir), map_location="cpu")
-        d = self.config.data
+            last = runs.checkpoint_path(self.run_dir)
+            remove_stale_temps(last.parent)  # left by a writer killed mid-write
+            # no last.pt yet (killed before the first epoch ended): the run starts over in its folder
+            if last.exists() or last.is_symlink():
+                checkpoint = read_checkpoint(last, map_location="cpu")
         if self._data is None:
-            self._data = load_dataset(d.dataset, device=self.device, seed=self.config.run.seed, val_size=d.val_size,
-                                      normalization=d.normalization, source=d.source or None,
-                                      cache_dir=d.cache_dir or None, fallback=d.fallback)
+            self._data = _load_data(self.config, self.device)
         self.data = self._data
         if self.data.train_x.device != self.device:
             self.data = dataclasses.replace(
@@ -228,6 +232,7 @@ class TrainingRun:
                                  activation_config=dict(m.activation_config), dropout=m.dropout)
         if checkpoint is not None:
             model_config = model_config_of(checkpoint, runs.checkpoint_path(self.run_dir))
+            _check_fits_data(model_config, self.data, runs.checkpoint_path(self.run_dir))
         torch.manual_seed(self.config.run.seed)
         self.model = MLP(model_config).to(self.device)
         self.optimizer = make_optimizer(self.config, self.model)
@@ -236,7 +241,10 @@ class TrainingRun:
         self.progress = _Progress()
         if checkpoint is not None:
             self._restore(checkpoint)
-        self._log = EventLog(self.run_dir)
+        try:
+            self._log = EventLog(self.run_dir)
+        except OSError as exc:
+            raise UserError(f"{self.run_dir}: cannot write the run log ({exc.strerror or exc})") from None
         self.bus.subscribe(self._log)
         if self._probes is None:
             self._probes = NoProbes()
@@ -258,10 +266,15 @@ class TrainingRun:
             torch.set_rng_state(rng["torch"])
             if torch.cuda.is_available() and rng.get("cuda"):
                 torch.cuda.set_rng_state_all(rng["cuda"])
-            if self.progress.shuffle_state is not None and self.progress.batch > 0:
+            # stopped inside an epoch (even before its first batch, when the generator had
+            # already drawn that epoch's permutation): replay from the epoch's start state
+            if self.progress.shuffle_state is not None:
                 self.shuffle.set_state(self.progress.shuffle_state)
             else:
                 self.shuffle.set_state(rng["shuffle"])
+            self._last_metrics = dict(ck.get("metrics") or {})
+            self._last_saved = f"epoch {self.progress.epoch}" + (
+                f", batch {self.progress.batch}" if self.progress.batch else "") + f": {path}"
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: cannot resume from this checkpoint ({exc})") from None
 
@@ -286,12 +299,41 @@ class TrainingRun:
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                     "shuffle": self.shuffle.get_state()},
+            "metrics": dict(self._last_metrics),
         }
 
     def _save(self, which: str, reason: str) -> None:
-        path = save_checkpoint(runs.checkpoint_path(self.run_dir, which), self._checkpoint_payload())
+        """Write a checkpoint atomically; never one with NaN/inf weights (raises _Diverged).
+
+        A failed write (full disk, unwritable folder) raises StorageError; the file that was
+        on disk before stays as it was.
+        """
+        payload = self._checkpoint_payload()
+        if not (self._weights_finite() and math.isfinite(self.progress.loss_sum)):
+            raise _Diverged()
+        path = runs.checkpoint_path(self.run_dir, which)
+        try:
+            save_checkpoint(path, payload)
+        except CheckpointError as exc:
+            kept = f"; the newest checkpoint on disk ({self._last_saved}) is intact" if self._last_saved else ""
+            raise StorageError(f"{exc}{kept}") from None
+        if which == runs.LAST:
+            self._last_saved = f"epoch {self.progress.epoch}" + (
+                f", batch {self.progress.batch}" if self.progress.batch else "") + f": {path}"
         self.bus.emit(CheckpointSaved(run_id=self.run_id, epoch=self.progress.epoch, step=self.progress.step,
                                       path=str(path), reason=reason))
+
+    def _weights_finite(self) -> bool:
+        """Whether every weight is finite (one device read-back)."""
+        flags = [torch.isfinite(p).all() for p in self.model.parameters()]
+        return bool(torch.stack(flags).all().item()) if flags else True
+
+    def _check_log(self) -> None:
+        """The run log stopped taking writes (full disk): the run cannot be recorded, stop it."""
+        error = getattr(self._log, "error", None)
+        if error:
+            kept = f"; the newest checkpoint on disk ({self._last_saved}) is intact" if self._last_saved else ""
+            raise StorageError(f"{error}{kept}")
 
     # -- commands --------------------------------------------------------------------
 
@@ -379,15 +421,47 @@ class TrainingRun:
         if event is not None:
             self.bus.emit(event)
 
+    def _diverged_message(self, epoch: int, what: str = "loss") -> str:
+        kept = f"; last good checkpoint: {self._last_saved}" if self._last_saved else ""
+        return f"non-finite {what} in epoch {epoch}; first non-finite values in {self._find_nonfinite()}{kept}"
+
     def _find_nonfinite(self) -> str:
+        """Where the first NaN/inf appeared: the probes' watch when on, else a look at the model now."""
         layer = self._probes.nonfinite_layer()
         if layer:
             return layer
-        for name, module in self.model.layers.named_children():
-            for param in module.parameters(recurse=False):
-                if not torch.isfinite(param).all() or (param.grad is not None and not torch.isfinite(param.grad).all()):
-                    return name
-        return "unknown layer"
+        children = list(self.model.layers.named_children())
+        # without the probes' watch only the state now is known: one NaN step spreads to every layer
+        weights = [name for name, module in children
+                   if any(not torch.isfinite(p).all() for p in module.parameters(recurse=False))]
+        if weights:
+            return f"{' and '.join(weights)} (weights; turn probes.nonfinite on to see which layer was first)"
+        grads = [name for name, module in children if any(
+            p.grad is not None and not torch.isfinite(p.grad).all() for p in module.parameters(recurse=False))]
+        if grads:
+            return f"{' and '.join(grads)} (gradients)"
+        # weights finite: replay a slice of the training data and find the first layer whose output overflows
+        outputs: dict[str, torch.Tensor] = {}
+        handles = [module.register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o.detach()))
+                   for name, module in children]
+        try:
+            was_training = self.model.training
+            self.model.eval()
+            with torch.inference_mode():
+                logits = self.model(self.data.train_x[:1024])
+                loss = F.cross_entropy(logits, self.data.train_y[:1024])
+            self.model.train(was_training)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for name, _ in children:
+            out = outputs.get(name)
+            if out is not None and not torch.isfinite(out).all():
+                return f"{name} (forward)"
+        last = children[-1][0] if children else "the output layer"
+        peak = logits.abs().max().item() if logits.numel() else 0.0
+        state = "overflows" if not math.isfinite(loss.item()) else "overflowed on some batch"
+        return f"the loss after {last} (every layer output finite; largest |logit| {peak:.3g}, cross-entropy {state})"
 
     def run(self) -> RunResult:
         """Train to the end (or until stopped); never raises for a failed run: see RunFailed."""
@@ -430,14 +504,18 @@ class TrainingRun:
             try:
                 train_loss, train_acc = self._train_epoch(epoch)
             except _Stop as stop:
-                self._save(runs.LAST, "interrupt" if stop.status == "interrupted" else "manual")
+                try:
+                    self._save(runs.LAST, "interrupt" if stop.status == "interrupted" else "manual")
+                except _Diverged:  # NaN weights are never written: the previous checkpoint stays
+                    return "diverged", self._diverged_message(epoch)
                 return stop.status, ""
             except _Diverged:
-                layer = self._find_nonfinite()
-                return "diverged", f"non-finite loss in epoch {epoch}; first non-finite values in {layer}"
+                return "diverged", self._diverged_message(epoch)
             val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
             if not math.isfinite(val_loss):
-                return "diverged", f"non-finite validation loss in epoch {epoch}; first in {self._find_nonfinite()}"
+                return "diverged", self._diverged_message(epoch, "validation loss")
+            if not self._weights_finite():  # e.g. an inf weight feeding a dead ReLU: the loss stays finite
+                return "diverged", self._diverged_message(epoch, "weights")
             p.epoch, p.batch = epoch, 0
             improved = val_acc > p.best_val_acc
             if improved:
@@ -452,9 +530,15 @@ class TrainingRun:
             self.history.append(done)
             self.bus.emit(done)
             p.shuffle_state = None
-            if improved:
-                self._save(runs.BEST, "best")
-            self._save(runs.LAST, "last")
+            self._last_metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                                  "val_acc": val_acc}
+            self._check_log()
+            try:
+                if improved:  # best before last: a kill between the two replays this epoch on resume
+                    self._save(runs.BEST, "best")
+                self._save(runs.LAST, "last")
+            except _Diverged:
+                return "diverged", self._diverged_message(epoch)
             if t.patience and p.since_best >= t.patience and p.epoch < t.epochs:
                 return "early-stopped", f"no better validation accuracy for {t.patience} epochs"
         return "finished", ""
@@ -484,12 +568,16 @@ class TrainingRun:
                          test_acc, test_loss, list(self.history), message)
 
     def _fail(self, exc: BaseException, started: float, user: bool = False) -> RunResult:
+        user = user or isinstance(exc, StorageError)  # a full disk is no bug: no type name, no traceback
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not user:
             error = f"{type(exc).__name__}: {error}"
         event = RunFailed(run_id=self.run_id, error=error, error_type=type(exc).__name__,
                           details="" if user else traceback.format_exc())
-        self.bus.emit(event)
+        try:
+            self.bus.emit(event)
+        except Exception:  # a consumer that broke (e.g. a closed terminal) must not turn a failure into a crash
+            pass
         self._close()
         p = getattr(self, "progress", _Progress())
         result = RunResult(self.run_id, self.run_dir or Path("."), "failed", p.epoch, p.best_epoch,
@@ -500,6 +588,31 @@ class TrainingRun:
     def _close(self) -> None:
         if self._log is not None:
             self._log.close()
+
+
+def _load_data(config: LabConfig, device: torch.device) -> DataSplits:
+    """The run's dataset; a bad data folder names the key (or env var) that pointed there."""
+    d = config.data
+    try:
+        return load_dataset(d.dataset, device=device, seed=config.run.seed, val_size=d.val_size,
+                            normalization=d.normalization, source=d.source or None,
+                            cache_dir=d.cache_dir or None, fallback=d.fallback)
+    except DataError as exc:
+        if d.source:
+            raise DataError(f"data.source = {d.source!r}: {exc}") from None
+        if os.environ.get("ACTLAB_DATA") and d.dataset in ("fashion-mnist", "mnist"):
+            raise DataError(f"ACTLAB_DATA={os.environ['ACTLAB_DATA']}: {exc}") from None
+        if d.cache_dir:
+            raise DataError(f"data.cache_dir = {d.cache_dir!r}: {exc}") from None
+        raise
+
+
+def _check_fits_data(model_config: MLPConfig, data: DataSplits, path: Path) -> None:
+    """A checkpoint from another dataset's run cannot continue on this one."""
+    if (model_config.input_size, model_config.num_classes) != (data.input_size, data.num_classes):
+        raise CheckpointError(
+            f"{path}: the checkpoint's model takes {model_config.input_size} inputs and {model_config.num_classes} "
+            f"classes, but the run's dataset {data.name} has {data.input_size} inputs and {data.num_classes} classes")
 
 
 def train(config: LabConfig, **kwargs: Any) -> RunResult:
