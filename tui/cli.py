@@ -5,9 +5,12 @@
                                 stdin/stdout is not a terminal)
     actlab run --resume RUN     continue an interrupted run from its last checkpoint
     actlab watch RUN            the live lab fed from a run folder's events.jsonl
+    actlab inspect CHECKPOINT   what a checkpoint file (or a run folder's last.pt) holds
 
-Exit codes: 0 done, 1 the run failed or diverged, 2 bad usage or config (one line, no
-traceback), 128+N when signal N stopped the run (after it wrote a checkpoint).
+Exit codes: 0 done, 1 the run failed or diverged (also: the disk filled up or the run
+folder stopped taking writes mid-run; the newest checkpoint stays intact), 2 bad usage,
+config, data folder or checkpoint file (one line, no traceback, nothing trained),
+128+N when signal N stopped the run (after it wrote a checkpoint).
 Heavy imports (torch, textual) happen inside the commands, so `--help` and usage errors
 answer at once.
 """
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="also print every checkpoint written")
     watch = sub.add_parser("watch", help="watch a run folder (e.g. a headless run under nohup or tmux)")
     watch.add_argument("run_dir", metavar="RUN_DIR")
+    inspect = sub.add_parser("inspect", help="show what a checkpoint holds (safe: no pickle code runs)")
+    inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, or a run folder (its last.pt)")
+    inspect.add_argument("--json", action="store_true", help="print the facts as one JSON object")
     return parser
 
 
@@ -68,8 +74,11 @@ def load_lab_config(args: argparse.Namespace):
     return apply_overrides(config, overrides, source=labels)
 
 
-def _install_signal_handlers(control) -> dict[int, int]:
-    """SIGINT/SIGTERM/SIGHUP stop the run between batches; a second one exits at once."""
+def _install_signal_handlers(control, previous: dict | None = None) -> dict[int, int]:
+    """SIGINT/SIGTERM/SIGHUP stop the run between batches; a second one exits at once.
+
+    The handlers they replace go into `previous` (for `_restore_signal_handlers`).
+    """
     received: dict[int, int] = {}
 
     def handler(signum, frame):
@@ -80,32 +89,52 @@ def _install_signal_handlers(control) -> dict[int, int]:
 
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), handler)
+            old = signal.signal(getattr(signal, name), handler)
+            if previous is not None:
+                previous[getattr(signal, name)] = old
     return received
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    """Put back what `_install_signal_handlers` replaced (main() may be called as a library)."""
+    for signum, old in previous.items():
+        if old is not None:
+            signal.signal(signum, old)
 
 
 def cmd_run_headless(args: argparse.Namespace) -> int:
     from actlab.engine.config import check_names
     from actlab.engine.errors import UserError
+    from actlab.engine.runs import checkpoint_path
     from actlab.engine.training import RunControl, TrainingRun, resume
 
     from .headless import HeadlessPrinter
 
     control = RunControl()
-    received = _install_signal_handlers(control)
+    previous: dict = {}
+    received = _install_signal_handlers(control, previous)
     printer = HeadlessPrinter(verbose=args.verbose)
-    if args.resume:
-        if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config")):
-            raise UserError("--resume continues a run with its own config; drop --config and the other overrides")
-        result = resume(args.resume, consumers=[printer], control=control, probes=_probes_for(None, args.resume))
-    else:
-        config = load_lab_config(args)
-        check_names(config, source=args.config or "lab.toml")
-        result = TrainingRun(config, consumers=[printer], control=control, probes=_probes_for(config)).run()
+    try:
+        if args.resume:
+            if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config")):
+                raise UserError("--resume continues a run with its own config; drop --config and the other overrides")
+            run_dir = _resume_dir(args.resume)
+            probes = _probes_for(None, run_dir)
+            if not checkpoint_path(run_dir).exists():
+                printer.note(f"{run_dir} has no checkpoint yet (stopped before its first epoch ended); "
+                             "training it from the start")
+            result = resume(run_dir, consumers=[printer], control=control, probes=probes)
+        else:
+            config = load_lab_config(args)
+            where = "--activation" if args.activation is not None else _config_where(args, "model", "activation")
+            check_names(config, source=where)
+            result = TrainingRun(config, consumers=[printer], control=control, probes=_probes_for(config)).run()
+    finally:
+        _restore_signal_handlers(previous)
     exc = getattr(result, "exception", None)
     if exc is not None:
         if isinstance(exc, UserError):
-            raise exc
+            raise exc if args.resume else _located(exc, args)
         print(f"actlab: run failed: {result.message}", file=sys.stderr)
         return EXIT_FAILED
     if result.status == "interrupted":
@@ -113,6 +142,55 @@ def cmd_run_headless(args: argparse.Namespace) -> int:
     if result.status == "diverged":
         print(f"actlab: run diverged: {result.message}", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _config_where(args: argparse.Namespace, section: str, key: str) -> str:
+    """`FILE:LINE` of a key in the config file this run read (`FILE` where the line is unknown)."""
+    path = args.config or "lab.toml"
+    try:
+        from actlab.engine.config import _where
+
+        return _where(str(path), Path(path).read_text(encoding="utf-8"), section, key)
+    except (OSError, UnicodeDecodeError, ImportError):
+        return str(path)
+
+
+def _located(exc: Exception, args: argparse.Namespace) -> Exception:
+    """A run-time error about a config value (`data.source = ...: ...`) gets the file and line."""
+    import re
+
+    match = re.match(r"(run|data)\.(\w+) = ", str(exc))
+    if not match or (args.config is None and not Path("lab.toml").is_file()):
+        return exc
+    return type(exc)(f"{_config_where(args, match[1], match[2])}: {exc}")
+
+
+def _resume_dir(given: str) -> str:
+    """`--resume` takes the run folder, or a checkpoint inside it (runs/ID/checkpoints/last.pt)."""
+    from actlab.engine.errors import UserError
+    from actlab.engine.runs import CHECKPOINT_DIR, CONFIG_FILE
+
+    path = Path(given)
+    if path.is_file() and path.parent.name == CHECKPOINT_DIR:
+        path = path.parent.parent
+    if not path.is_dir():
+        raise UserError(f"--resume {given}: no such run folder")
+    if not (path / CONFIG_FILE).is_file():
+        raise UserError(f"--resume {given}: not a run folder (no {CONFIG_FILE}); give runs/<run-id>")
+    return str(path)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print what a checkpoint holds; a bad or unsafe file is one line and exit 2."""
+    import json
+
+    from .checkpoint_info import describe, summary
+
+    if args.json:
+        print(json.dumps(summary(args.checkpoint), default=str))
+    else:
+        print("\n".join(describe(args.checkpoint)))
     return EXIT_OK
 
 
@@ -197,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_app(args)
         if args.command == "watch":
             return cmd_watch(args)
+        if args.command == "inspect":
+            return cmd_inspect(args)
     except UserError as exc:
         print(f"actlab: {exc}", file=sys.stderr)
         return EXIT_USAGE

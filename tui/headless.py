@@ -1,11 +1,14 @@
 """The headless printer: a consumer that turns run events into terminal lines.
 
 On a terminal it draws a batch progress bar that redraws in place (at most 10 times a
-second); on a pipe or a nohup log it prints plain lines only, one per epoch.
+second); on a pipe or a nohup log it prints plain lines only, one per epoch. When the
+stream goes away (the SSH session closed, the pipe reader quit), the printer falls silent
+and the run goes on to its checkpoint: printing is never a reason for a run to fail.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -43,7 +46,38 @@ class HeadlessPrinter:
             self.stream.write("\r\x1b[2K")
             self._bar_shown = False
 
+    def _gone(self) -> None:
+        """The stream broke (hung-up terminal: EIO, closed pipe: EPIPE): print nothing more.
+
+        For the process's own stdout/stderr the descriptor is pointed at /dev/null, so the
+        interpreter's final flush does not fail again (which would turn the exit code into 120).
+        """
+        self.progress = self.verbose = False
+        self._bar_shown = False
+        broken = self.stream
+        self.stream = open(os.devnull, "w")
+        if broken in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, broken.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    def note(self, text: str) -> None:
+        """A one-line note from the command itself (e.g. why a resume starts over)."""
+        try:
+            self._line(f"note: {text}")
+        except (OSError, ValueError):
+            self._gone()
+
     def __call__(self, event: Event) -> None:
+        try:
+            self._print(event)
+        except (OSError, ValueError):  # ValueError: the stream was closed under us
+            self._gone()
+
+    def _print(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.max_epochs = event.max_epochs
             if event.dataset_note:
