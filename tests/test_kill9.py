@@ -60,8 +60,8 @@ def _check_after_kill(run_dir, last_epoch_seen: int) -> tuple[str, int]:
 
 def test_sigkill_at_random_moments_then_resume_matches_an_unkilled_run(forker, tmp_path):  # noqa: F811
     rng = random.Random(SEED)
-    config = tiny_config(tmp_path / "lab.toml", tmp_path / "runs", epochs=6, patience=2, dropout=0.1)
-    ref_config = tiny_config(tmp_path / "ref.toml", tmp_path / "ref", epochs=6, patience=2, dropout=0.1)
+    config = tiny_config(tmp_path / "lab.toml", tmp_path / "runs", epochs=12, patience=5, dropout=0.1)
+    ref_config = tiny_config(tmp_path / "ref.toml", tmp_path / "ref", epochs=12, patience=5, dropout=0.1)
     assert forker.run(["run", "--headless", "--config", ref_config], tmp_path, tmp_path / "ref.log") == 0
     reference = final_metrics(only_run(tmp_path / "ref"))
     assert reference[2] in ("finished", "early-stopped") and reference[1] is not None
@@ -85,7 +85,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_unkilled_run(forker, t
         resumes += run_dir is not None
         log = tmp_path / f"child-{kills}-{finished}.log"
         pid = forker.start(argv, tmp_path, log)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.3))
         code = forker.wait(pid, timeout=0)
         if code is None:
             os.kill(pid, signal.SIGKILL)
