@@ -48,23 +48,26 @@ def child(epochs: int, device_name: str, probes: bool) -> dict:
     import psutil
 
     process = psutil.Process()
-    peak = {"rss": process.memory_info().rss}
+    peak = {"phase": process.memory_info().rss, "all": 0}  # the phase in progress's, and overall
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.005):
             rss = process.memory_info().rss
-            if rss > peak["rss"]:
-                peak["rss"] = rss
+            if rss > peak["phase"]:
+                peak["phase"] = rss
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     phases: dict[str, dict[str, float]] = {}
 
     def mark(phase: str) -> None:
+        """End a phase: its last and peak RSS; the next phase's peak starts from here."""
         rss = process.memory_info().rss
-        peak["rss"] = max(peak["rss"], rss)
-        phases[phase] = {"rss_mib": rss / MiB, "peak_rss_mib": peak["rss"] / MiB}
+        phase_peak = max(peak["phase"], rss)
+        peak["all"] = max(peak["all"], phase_peak)
+        phases[phase] = {"rss_mib": rss / MiB, "peak_rss_mib": phase_peak / MiB}
+        peak["phase"] = rss
 
     import torch
 
@@ -93,7 +96,7 @@ def child(epochs: int, device_name: str, probes: bool) -> dict:
     maxrss_mib = maxrss / MiB if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB on Linux
     out = {"device": str(device), "data": data.name + (f" ({data.note})" if data.note else ""),
            "status": result.status, "epochs": result.epochs_run, "test_acc": result.test_acc,
-           "phases": phases, "peak_rss_mib": max(maxrss_mib, peak["rss"] / MiB), "ru_maxrss_mib": maxrss_mib,
+           "phases": phases, "peak_rss_mib": max(maxrss_mib, peak["all"] / MiB), "ru_maxrss_mib": maxrss_mib,
            "probes": probes, "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(device) / MiB
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         p = r["phases"]
         print(f"{label:<9} peak RSS {r['peak_rss_mib']:7.1f} MiB | after imports {p['imports']['rss_mib']:6.1f}, "
               f"after data {p['data']['rss_mib']:6.1f} (peak while loading {p['data']['peak_rss_mib']:6.1f}), "
-              f"end {p['training']['rss_mib']:6.1f} MiB | {r['epochs']} epochs, {r['seconds']:.0f} s, {r['data']}")
+              f"peak while training {p['training']['peak_rss_mib']:6.1f}, end {p['training']['rss_mib']:6.1f} MiB | "
+              f"{r['epochs']} epochs, {r['seconds']:.0f} s, {r['data']}")
         if "cuda_max_allocated_mib" in r:
             print(f"{'':<9} cuda: max allocated {r['cuda_max_allocated_mib']:.1f} MiB, max reserved "
                   f"{r['cuda_max_reserved_mib']:.1f} MiB (the dataset itself: {r['cuda_data_mib']:.1f} MiB)")
@@ -157,11 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     r = runs["probes"]
     p = r["phases"]
     line = (f"headline: peak RSS of a default FashionMNIST run ({r['epochs']} epochs, probes on, {r['device']}): "
-            f"{r['peak_rss_mib']:.0f} MiB = imports {p['imports']['rss_mib']:.0f} + data "
-            f"{p['data']['rss_mib'] - p['imports']['rss_mib']:.0f} + training "
-            f"{r['peak_rss_mib'] - p['data']['rss_mib']:.0f} MiB")
+            f"{r['peak_rss_mib']:.0f} MiB (imports {p['imports']['rss_mib']:.0f}; loading the data peaks at "
+            f"{p['data']['peak_rss_mib']:.0f}, {p['data']['rss_mib']:.0f} once loaded; training peaks at "
+            f"{p['training']['peak_rss_mib']:.0f}, +{p['training']['peak_rss_mib'] - p['data']['rss_mib']:.0f})")
     if "no_probes" in runs:
-        line += f"; probes off: {runs['no_probes']['peak_rss_mib']:.0f} MiB"
+        q = runs["no_probes"]["phases"]["training"]
+        line += f"; probes off: training peaks at {q['peak_rss_mib']:.0f} MiB"
     if "cuda_max_allocated_mib" in r:
         line += f"; cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB"
     print(line)
