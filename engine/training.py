@@ -167,10 +167,31 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def make_optimizer(config: LabConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (or Adam) with PyTorch's fused kernel where this PyTorch and device have one (one
+    pass over each parameter instead of several ops per parameter; the same update up to float
+    rounding), else the foreach kernels, else the plain loop."""
     t = config.train
     if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        cls, kwargs = torch.optim.Adam, {"lr": t.lr, "weight_decay": t.weight_decay}
+    else:
+        cls, kwargs = torch.optim.SGD, {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
+    for impl in ({"fused": True}, {"foreach": True}, {}):
+        try:
+            optimizer = cls(model.parameters(), **kwargs, **impl)
+            break
+        except (RuntimeError, TypeError, ValueError):  # no such kernel for this device or PyTorch
+            continue
+    flags = {key: optimizer.defaults.get(key) for key in ("fused", "foreach")}
+
+    def keep_kernel(opt: torch.optim.Optimizer) -> None:
+        # load_state_dict brings back the saved groups' flags; a checkpoint from another device
+        # or PyTorch must not switch this optimizer to a kernel that is missing here
+        for group in opt.param_groups:
+            group.update(flags)
+
+    if hasattr(optimizer, "register_load_state_dict_post_hook"):  # PyTorch >= 2.1
+        optimizer.register_load_state_dict_post_hook(keep_kernel)
+    return optimizer
 
 
 class TrainingRun:
@@ -383,14 +404,18 @@ class TrainingRun:
         loss_sum = torch.tensor(p.loss_sum, device=self.device, dtype=torch.float64)
         correct = torch.tensor(p.correct, device=self.device, dtype=torch.int64)
         self._partial = (loss_sum, correct)
+        # every batch is gathered into the same two buffers (no allocation per step); nothing
+        # holds on to a batch past its own step
+        x = data.train_x.new_empty((batch_size, *data.train_x.shape[1:]))
+        y = data.train_y.new_empty((batch_size,))
         model.train()
         self._probes.epoch_start(epoch)
         last_stats = time.monotonic()
         for b in range(p.batch, steps):
             self._handle_commands(epoch)
             idx = perm[b * batch_size:(b + 1) * batch_size]
-            x = data.train_x.index_select(0, idx)
-            y = data.train_y.index_select(0, idx)
+            torch.index_select(data.train_x, 0, idx, out=x)
+            torch.index_select(data.train_y, 0, idx, out=y)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -398,7 +423,7 @@ class TrainingRun:
             self._probes.after_backward(model)
             self.optimizer.step()
             self._probes.after_step(model)
-            loss_sum += loss.detach().double() * batch_size
+            loss_sum.add_(loss.detach(), alpha=batch_size)  # in float64, as loss.double() * batch_size
             correct += (logits.detach().argmax(1) == y).sum()
             p.batch, p.step, p.seen = b + 1, p.step + 1, p.seen + batch_size
             if (b + 1) % FINITE_CHECK_EVERY == 0 and not math.isfinite(loss_sum.item()):

@@ -6,6 +6,7 @@
     actlab run --resume RUN     continue an interrupted run from its last checkpoint
     actlab watch RUN            the live lab fed from a run folder's events.jsonl
     actlab inspect CHECKPOINT   what a checkpoint file (or a run folder's last.pt) holds
+    actlab bench                time every activation on this machine's device
 
 Exit codes: 0 done, 1 the run failed or diverged (also: the disk filled up or the run
 folder stopped taking writes mid-run; the newest checkpoint stays intact), 2 bad usage,
@@ -57,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show what a checkpoint holds (safe: no pickle code runs)")
     inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, or a run folder (its last.pt)")
     inspect.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    bench = sub.add_parser("bench", help="time every activation on this machine: forward+backward against "
+                                         "PyTorch's built-in and the naive formula, and a training epoch vs ReLU")
+    bench.add_argument("--device", metavar="DEV", default="auto", help="cpu, cuda, mps or auto (default auto)")
+    bench.add_argument("--activations", metavar="NAMES", help="comma-separated names (default: every registered one)")
+    bench.add_argument("--rounds", metavar="N", type=int, default=7, help="timed rounds of the table (default 7)")
+    bench.add_argument("--batches", metavar="N", type=int, default=60,
+                       help="batches of 256 per timed training epoch (default 60)")
+    bench.add_argument("--no-epochs", action="store_true", help="only the forward+backward table")
+    bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     return parser
 
 
@@ -261,6 +271,30 @@ def _probes_for(config, run_dir: str | None = None):
     return build_probes(config.probes)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The activation table for this machine's device (see actlab.engine.benchmark)."""
+    import json
+
+    from actlab.engine import benchmark
+    from actlab.engine.device import resolve_device
+    from actlab.engine.errors import UserError
+
+    if args.rounds < 1 or args.batches < 1:
+        raise UserError("--rounds and --batches must be at least 1")
+    device = resolve_device(args.device)
+    names = benchmark.parse_names(args.activations)
+    result = benchmark.run_activation_bench(names, device=device, rounds=args.rounds, epochs=not args.no_epochs,
+                                            batches=args.batches,
+                                            progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(benchmark.format_activation_report(result["table"], result["epochs"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(benchmark.bench_json(result), indent=2) + "\n", encoding="utf-8")
+    if result["worst"]:
+        name, ratio = result["worst"]
+        print(f"slowest epoch relative to relu: {name} {ratio:.3f}x")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -277,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_watch(args)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "bench":
+            return cmd_bench(args)
     except UserError as exc:
         print(f"actlab: {exc}", file=sys.stderr)
         return EXIT_USAGE
