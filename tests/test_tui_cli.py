@@ -67,3 +67,18 @@ def test_no_color_marks_what_colour_would_have_warned(monkeypatch):
         assert rows[1].rstrip().endswith("20.0% !") and rows[2].rstrip().endswith("60.0% !!")
 
     drive(app, script)
+
+
+def test_flags_without_a_subcommand_mean_run(tmp_path, monkeypatch):
+    """`actlab --epochs 1 --dataset digits` is `actlab run ...`: on a pipe it trains headless."""
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    def fake_headless(args):
+        seen.update(epochs=args.epochs, dataset=args.dataset, command=args.command)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_run_headless", fake_headless)
+    monkeypatch.setattr(cli, "_is_terminal", lambda: False)
+    assert cli.main(["--epochs", "1", "--dataset", "digits"]) == 0
+    assert seen == {"epochs": 1, "dataset": "digits", "command": "run"}

@@ -297,6 +297,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]  # `actlab --activation gelu` means `actlab run --activation gelu`
     args = parser.parse_args(argv)
     from actlab.engine.errors import UserError
 
