@@ -188,10 +188,32 @@ def make_optimizer(config: LabConfig, model: nn.Module) -> torch.optim.Optimizer
         # or PyTorch must not switch this optimizer to a kernel that is missing here
         for group in opt.param_groups:
             group.update(flags)
+        _sync_optimizer_state(opt)  # a checkpoint saved before a newcomer's first step
 
     if hasattr(optimizer, "register_load_state_dict_post_hook"):  # PyTorch >= 2.1
         optimizer.register_load_state_dict_post_hook(keep_kernel)
     return optimizer
+
+
+def _sync_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After a hot swap changed the optimizer's parameters (prelu's slopes come or go).
+
+    State of parameters that left is dropped (`state_dict()` fails on state it cannot name).
+    In an SGD optimizer that has stepped, each newcomer gets a zero momentum buffer: fused SGD
+    cannot step a mix of parameters with and without one, and momentum * 0 + grad = grad is
+    exactly the first step's buffer.
+    """
+    current = {param for group in optimizer.param_groups for param in group["params"]}
+    for param in [p for p in optimizer.state if p not in current]:
+        del optimizer.state[param]
+    for group in optimizer.param_groups:
+        if not group.get("momentum"):
+            continue
+        states = [optimizer.state.get(param, {}) for param in group["params"]]
+        if any("momentum_buffer" in state for state in states):
+            for param, state in zip(group["params"], states):
+                if "momentum_buffer" not in state:
+                    optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
 
 
 class TrainingRun:
@@ -384,6 +406,7 @@ class TrainingRun:
         self.model.swap_activation(name, **config)
         # learned activation parameters (prelu) join the optimizer; old ones leave it
         self.optimizer.param_groups[0]["params"] = list(self.model.parameters())
+        _sync_optimizer_state(self.optimizer)
         self._probes.detach()
         self._probes.attach(self.model)
         self.bus.emit(ActivationSwapped(run_id=self.run_id, epoch=epoch, step=self.progress.step, old=old,
