@@ -135,9 +135,11 @@ def test_gradient_and_output_death_agree_on_relu():
     probes.attach(model)
     per_batch = []
 
-    def record(b):  # the per-step rates after each batch, compared below
-        s = {k: v for k, v in probes._rates.items()}
-        per_batch.append((float(s["act2"].dead_batches.sum()), float(probes._grad_rates["fc2"].dead_steps.sum())))
+    def record(b):  # neurons of act2 dead on each batch so far, from outputs and from gradients
+        probes._count_zeros()  # fold the ring's rows in now rather than every 64 steps
+        zeros = probes._zeros
+        per_batch.append((int(zeros.counts[zeros.slices[("out", "act2")]].sum()),
+                          int(zeros.counts[zeros.slices[("grad", "fc2")]].sum())))
 
     train_epoch(model, probes, x, y, batch_size=8, lr=0.05, on_batch=record)
     stats = probes.epoch_stats(1, model, splits(x, y))

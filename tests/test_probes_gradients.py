@@ -29,11 +29,11 @@ def test_grad_stats_match_direct_computation():
 def test_series_is_consecutive_bounded_and_summarised():
     s = GradientSeries(["fc1", "out"], torch.device("cpu"), capacity=4, limit=6)
     for step in range(10):  # overflows the device buffer twice; the host keeps the last 6
-        s.observe(torch.tensor([[step, 10.0 * step, 100.0 + step], [1.0, 2.0, 3.0]]))
+        s.observe(torch.tensor([[step, 10.0 * step, 100.0 + step], [1.0, 2.0, 3.0]]), step + 1)
     first, series = s.take()
     assert first == 5 and series["fc1"]["grad_mean_abs"] == [4.0, 5, 6, 7, 8, 9]
     assert series["out"]["grad_max"] == [3.0] * 6
-    s.observe(torch.tensor([[10.0, 100.0, 110.0], [1.0, 2.0, 3.0]]))
+    s.observe(torch.tensor([[10.0, 100.0, 110.0], [1.0, 2.0, 3.0]]), 11)
     first, series = s.take()
     assert first == 11 and series["fc1"]["grad_l2"] == [100.0]
     assert s.take() is None

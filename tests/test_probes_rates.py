@@ -7,32 +7,53 @@ import torch
 
 from actlab.engine.config import ProbesConfig
 from actlab.engine.probes import ProbeSet
-from actlab.engine.probes.rates import GradientRates, OutputRates, neuron_max_abs
+from actlab.engine.probes.rates import (SampledNonzero, ZeroCounts, gradient_rate_metrics, neuron_gradient,
+                                        neuron_max_abs, output_rate_metrics)
+
+from actlab.engine.probes.step_ring import StepRing
 
 from probe_helpers import SmallCNN, splits, train_epoch
 
 
+def _output_rates(batches, sample_rows):
+    """The probes' bookkeeping for one layer: per-batch maxima into ZeroCounts, sampled rows."""
+    zeros, sampled = ZeroCounts(), SampledNonzero(["a"])
+    for batch, rows in zip(batches, sample_rows):
+        m = neuron_max_abs(batch)
+        zeros.add(m, (("a", m.numel()),))
+        sampled.observe("a", batch[:rows])
+        sampled.end_step()
+    values = {**zeros.tensors(), **sampled.tensors()}
+    return output_rate_metrics(zeros.segment(values, "a"), zeros.steps, sampled.share(values, "a"))
+
+
 def test_output_rates_on_hand_made_batches():
-    r = OutputRates()
     # neuron 0: active in batch 1 only; neuron 1: never; neuron 2: active on every row
-    r.observe(torch.tensor([[1.0, 0.0, -3.0], [0.0, 0.0, 2.0]]), sample_rows=2)
-    r.observe(torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, 1.0]]), sample_rows=1)
-    m = r.summarize(r.tensors())
+    batches = [torch.tensor([[1.0, 0.0, -3.0], [0.0, 0.0, 2.0]]), torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, 1.0]])]
+    m = _output_rates(batches, [2, 1])
     assert m["size"] == 3 and m["dead_live"] == 1 and m["dead_live_frac"] == 1 / 3
     assert m["death_rate"] == pytest.approx(3 / 6)  # batch 1: neuron 1 dead; batch 2: neurons 0 and 1
     assert m["activation_rate"] == pytest.approx((3 + 1) / (6 + 3))  # sampled rows only
-    assert m["max_abs"] == 5.0
-    r.reset()
-    assert r.tensors() == {}
+
+
+def test_zero_counts_keep_segments_apart_and_restart_on_a_new_layout():
+    z = ZeroCounts()
+    layout = (("a", 2), ("b", 3))
+    z.add(torch.tensor([0.0, 1.0, 0.0, 0.0, 3.0]), layout)
+    z.add(torch.tensor([0.0, 0.0, 0.0, 2.0, 3.0]), layout)
+    values = z.tensors()
+    assert z.segment(values, "a").tolist() == [2, 1] and z.segment(values, "b").tolist() == [2, 1, 0]
+    z.add(torch.tensor([0.0]), (("c", 1),))
+    assert z.steps == 1 and z.segment(z.tensors(), "a") is None
+    z.reset()
+    assert z.tensors() == {}
 
 
 def test_output_rates_treat_conv_channels_as_neurons():
     y = torch.zeros(4, 3, 5, 5)
     y[2, 0, 4, 4] = 0.5  # channel 0 active at a single position of a single sample
     y[:, 2] = 1.0
-    r = OutputRates()
-    r.observe(y, sample_rows=4)
-    m = r.summarize(r.tensors())
+    m = _output_rates([y], [4])
     assert (m["size"], m["dead_live"], m["death_rate"]) == (3, 1, pytest.approx(1 / 3))
     assert m["activation_rate"] == pytest.approx((1 + 100) / y.numel())
     assert neuron_max_abs(y).tolist() == [0.5, 0.0, 1.0]
@@ -45,16 +66,18 @@ def test_nonnegative_shortcut_matches_abs():
 
 def test_gradient_rates_need_zero_row_and_zero_bias():
     w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
-    r = GradientRates()
-    r.observe(w, torch.tensor([0.0, 2.0, 1.0]), sampled=True)  # neuron 0 dead only
-    r.observe(w, torch.tensor([0.0, 0.0, 0.0]))  # bias judged: all dead
-    m = r.summarize(r.tensors())
-    assert m["grad_death_rate"] == pytest.approx(4 / 6)
-    assert m["grad_dead_live"] == 1
-    assert m["grad_activation_rate"] == pytest.approx(1 / 6)  # sampled step only
-    nobias = GradientRates()
-    nobias.observe(w)  # rows judged: neurons 0 and 2 dead
-    assert nobias.summarize(nobias.tensors())["grad_death_rate"] == pytest.approx(2 / 3)
+    assert neuron_gradient(w, None).tolist() == [0.0, 1.0, 0.0]  # no bias: judged by the rows
+    b = torch.tensor([0.0, 2.0, 1.0])
+    assert neuron_gradient(w, b) is not None and neuron_gradient(w, b).tolist() == [0.0, 2.0, 1.0]
+    zeros, sampled = ZeroCounts(), SampledNonzero(["fc"])
+    for bias in (b, torch.zeros(3)):  # step 2: the bias says all three are dead
+        zeros.add(neuron_gradient(w, bias), (("fc", 3),))
+    sampled.observe("fc", w)
+    sampled.end_step()
+    values = {**zeros.tensors(), **sampled.tensors()}
+    m = gradient_rate_metrics(zeros.segment(values, "fc"), zeros.steps, sampled.share(values, "fc"))
+    assert m["grad_death_rate"] == pytest.approx(4 / 6) and m["grad_dead_live"] == 1
+    assert m["grad_activation_rate"] == pytest.approx(1 / 6)
 
 
 def test_cnn_with_dropout_reports_every_activation_and_dropout_layer(digits_cpu):
@@ -77,3 +100,19 @@ def test_cnn_with_dropout_reports_every_activation_and_dropout_layer(digits_cpu)
         assert {"dead_exact", "dead_live", "death_rate", "grad_death_rate", "saturation", "z_mean"} <= set(layers[name])
     assert {"grad_mean_abs", "grad_l2", "grad_max", "update_ratio_log10", "dist_from_init"} <= set(layers["conv2"])
     assert "grad_death_rate" in layers["dense2"]  # a param layer feeding no activation reports its own
+
+
+def test_step_ring_hands_every_row_over_once_even_when_wrapped():
+    ring = StepRing(capacity=4)
+    layout = (("a", 2), ("b", 1))
+    taken = []
+    for step in range(11):
+        if ring.full():
+            taken.append(ring.take_unread().clone())  # a view: valid until the next write
+        ring.write([torch.tensor([step, 0.0]), torch.tensor([-step * 1.0])], layout)
+    taken.append(ring.take_unread())
+    rows = torch.cat(taken)
+    assert rows[:, 0].tolist() == list(range(11)) and rows[:, 2].tolist() == [-s for s in range(11)]
+    assert ring.take_unread() is None
+    assert ring.recent()[:, 0].tolist() == [7, 8, 9, 10]  # what the non-finite search sees
+    assert ring.slices() == {"a": slice(0, 2), "b": slice(2, 3)}

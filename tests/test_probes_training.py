@@ -26,7 +26,7 @@ def _run(config, data, **kwargs):
 
 
 def test_layer_and_step_stats_reach_the_log_and_read_run(tmp_path, digits_cpu):
-    run, result, events = _run(_config(tmp_path), digits_cpu)
+    run, result, events = _run(_config(tmp_path, **{"probes.gradients_every": 1}), digits_cpu)
     assert result.status == "finished"
     assert hook_count(run.model) == 0
     logged = read_events(result.run_dir)
@@ -37,7 +37,8 @@ def test_layer_and_step_stats_reach_the_log_and_read_run(tmp_path, digits_cpu):
     hist = init.histograms["grad_init/fc1"]
     assert len(hist["edges"]) == len(hist["counts"]) + 1 == 65
     assert sum(hist["counts"]) == 32 * 64  # every weight-gradient entry of fc1
-    assert sum(last.histograms["act/act1"]["counts"]) == min(10000, digits_cpu.train_x.shape[0]) * 32
+    assert sum(init.histograms["act/act1"]["counts"]) == min(512, digits_cpu.train_x.shape[0]) * 32
+    assert sum(last.histograms["act/act1"]["counts"]) == min(512, digits_cpu.val_x.shape[0]) * 32  # validation
     for name in ("act1", "act2"):
         assert {"size", "dead_exact", "dead_exact_frac", "dead_live", "activation_rate", "death_rate",
                 "grad_death_rate", "saturation", "z_mean", "z_std"} <= set(last.layers[name])
@@ -56,6 +57,15 @@ def test_layer_and_step_stats_reach_the_log_and_read_run(tmp_path, digits_cpu):
         total += len(e.series["fc1"]["grad_l2"])
         assert set(e.series) == {"fc1", "fc2", "out"}
     assert total == 2 * (digits_cpu.train_x.shape[0] // 64)
+
+
+def test_step_series_every_nth_step_of_each_epoch(tmp_path, digits_cpu):
+    _, _, events = _run(_config(tmp_path, **{"probes.gradients_every": 5, "train.epochs": 2}), digits_cpu)
+    per_epoch = digits_cpu.train_x.shape[0] // 64  # 16
+    for epoch in (1, 2):
+        steps = [e for e in events if isinstance(e, StepStats) and e.epoch == epoch]
+        assert steps and steps[0].first_step == (epoch - 1) * per_epoch + 1  # each epoch's first step
+        assert sum(len(e.series["out"]["grad_max"]) for e in steps) == 4  # its steps 1, 6, 11, 16
 
 
 def test_probing_does_not_change_training(tmp_path, digits_cpu):

@@ -3,10 +3,12 @@
 - `grad_stats`: per layer, mean |g|, L2 norm and max |g| of the weight gradient, for all
   layers at once with `torch._foreach_norm` (one fused kernel per norm on CUDA, as
   `clip_grad_norm_` does), returned as one (layers, 3) device tensor.
-- `GradientSeries`: those stats for every step, written into a device buffer and copied to
-  the host in one go when the loop asks (about every 0.5 s) or when the buffer is full; it
-  keeps at most `limit` steps between two reads (the oldest are dropped) and an epoch
-  summary: mean over the steps of mean |g| and of the L2 norm, max over the steps of max |g|.
+- `GradientSeries`: those stats for every measured step (every step, or every
+  `gradients_every`-th: three passes over the gradients cost about 4% of a CPU step of the
+  lab's MLP), written into a device buffer and copied to the host in one go when the loop
+  asks (about every 0.5 s) or when the buffer is full; it keeps at most `limit` steps between
+  two reads (the oldest are dropped) and an epoch summary: mean over the measured steps of
+  mean |g| and of the L2 norm, max over them of max |g|.
 - `WeightDrift`: per epoch, the update-to-weight ratio log10(||W_end - W_start|| / ||W_end||)
   of the epoch's total update, and the distance ||W - W_0|| from the weights the probes first
   saw (the initialisation for a fresh run); Cockpit's UpdateSize and Distance quantities.
@@ -49,25 +51,29 @@ def grad_stats(grads: list[torch.Tensor], inv_numel: torch.Tensor | None = None)
 
 
 class GradientSeries:
-    """Per-step gradient stats of fixed layers: device buffer -> bounded host series."""
+    """Per-step gradient stats of fixed layers: device buffer -> bounded host series.
+
+    `observe(stats, step)` is called on the measured steps (every step, or every
+    `gradients_every`-th); `take()` returns the first measured step and the values of the
+    measured steps since the previous take, in order.
+    """
 
     def __init__(self, names: list[str], device: torch.device, *, capacity: int = 512, limit: int = 4096) -> None:
         self.names = list(names)
         self.buffer = torch.zeros(capacity, len(self.names), 3, device=device)
         self.filled = 0
         self.limit = limit
-        self.steps = 0  # steps observed so far (the next one is steps + 1)
-        self._pending: deque[torch.Tensor] = deque()  # host rows (L, 3) not yet taken
-        self._first = 1  # 1-based step of the first pending row
+        self._buffer_steps: list[int] = []  # global step of each buffered row
+        self._pending: deque[tuple[int, torch.Tensor]] = deque()  # (step, host row (L, 3)) not yet taken
         self.reset_epoch()
 
-    def observe(self, stats: torch.Tensor) -> None:
-        """One step's (L, 3) stats, kept on the device."""
+    def observe(self, stats: torch.Tensor, step: int) -> None:
+        """One step's (L, 3) stats, kept on the device; `step` is its 1-based global number."""
         if self.filled == self.buffer.shape[0]:
             self.drain()
         self.buffer[self.filled] = stats
+        self._buffer_steps.append(step)
         self.filled += 1
-        self.steps += 1
 
     def drain(self) -> None:
         """Copy the buffered steps to the host (one sync) and fold them into the epoch summary."""
@@ -78,19 +84,18 @@ class GradientSeries:
         self._sum += host[:, :, :2].sum(0)
         self._max = torch.maximum(self._max, host[:, :, 2].max(0).values)
         self._count += host.shape[0]
-        self._pending.extend(host.unbind(0))
+        self._pending.extend(zip(self._buffer_steps, host.unbind(0)))
+        self._buffer_steps = []
         while len(self._pending) > self.limit:
             self._pending.popleft()
-            self._first += 1
 
     def take(self) -> tuple[int, dict[str, dict[str, list[float]]]] | None:
-        """(first step, {layer: {metric: [per step]}}) of the steps since the last take."""
+        """(first step, {layer: {metric: [value per measured step]}}) since the last take."""
         self.drain()
         if not self._pending:
             return None
-        rows = torch.stack(list(self._pending))  # (S, L, 3)
-        first = self._first
-        self._first += len(self._pending)
+        first = self._pending[0][0]
+        rows = torch.stack([row for _, row in self._pending])  # (S, L, 3)
         self._pending.clear()
         series = {name: {metric: rows[:, i, j].tolist() for j, metric in enumerate(GRAD_METRICS)}
                   for i, name in enumerate(self.names)}

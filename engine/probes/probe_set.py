@@ -6,8 +6,11 @@ The loop (engine/training.py) calls, in order: `set_run_id`, `attach(model)`, `i
 at the end (and `detach` + `attach` after an activation hot swap). `nonfinite_layer` only
 when the loop found a non-finite loss.
 
-Live hooks record training forward passes only (module in train mode, gradients enabled),
-so validation and the probes' own passes never count as training batches. Everything
+Live hooks record training forward passes (module in train mode, gradients enabled); the
+epoch-end validation pass (eval mode) only feeds the activation histograms, so validation
+and the probes' own passes never count as training batches. Per step, the hooks only
+reduce each layer's output to one value per neuron; the bookkeeping runs once per step on
+the concatenation of all layers (a handful of small ops whatever the depth). Everything
 accumulates on the model's device; `epoch_stats` reads it back with one copy per dtype.
 """
 
@@ -25,19 +28,28 @@ from .gradients import GradientSeries, WeightDrift, grad_stats, init_gradients
 from .histograms import FixedHistogram, log10_magnitude
 from .hooks import HookRegistry, inspect_pass
 from .layers import Layer, LayerMap, find_layers
-from .nonfinite import NonFiniteWatch
-from .rates import GradientRates, OutputRates
+from .nonfinite import Span, first_nonfinite
+from .rates import (SampledNonzero, ZeroCounts, gradient_rate_metrics, neuron_gradient, neuron_max, neuron_max_abs,
+                    output_rate_metrics)
 from .readback import read_back
 from .saturation import Saturation, activation_kind
+from .step_ring import StepRing
 
 #: rows per forward chunk of the full-pass probes (exact dead count, histograms)
 PASS_BATCH = 8192
 #: activations whose outputs are never negative: their per-neuron max needs no abs
-NONNEGATIVE = frozenset({"relu", "relu6"})
+NONNEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softplus", "hardsigmoid"})
+#: activations with f(z) = 0 exactly when z <= 0 and finite for any finite z: the per-neuron
+#: max of their input z tells both whether the neuron was dead on the batch (max z <= 0) and
+#: whether the Linear/Conv layer feeding it produced a NaN or +inf, in one reduction
+INPUT_JUDGED = frozenset({"relu", "relu6"})
+
+Tensors = dict[tuple[str, ...], torch.Tensor]
+Metrics = dict[str, dict[str, float]]
 
 
 class ProbeSet:
-    """All configured probes on one model. See the package README section for the metrics."""
+    """All configured probes on one model. See engine/probes/README_SECTION.md for the metrics."""
 
     def __init__(self, config: ProbesConfig | None = None) -> None:
         self.config = config or ProbesConfig()
@@ -53,17 +65,32 @@ class ProbeSet:
         self._hooks = HookRegistry()
         self._layers: LayerMap | None = None
         self._device = torch.device("cpu")
-        self._epoch = 0
-        self._rates: dict[str, OutputRates] = {}  # activation and dropout layers
+        self._out_names: list[str] = []  # layers whose per-neuron output maxima are taken each step
+        self._nonnegative: frozenset[str] = frozenset()
+        self._input_judged: frozenset[str] = frozenset()  # relu-like: judged by max z (see INPUT_JUDGED)
+        self._z_watched: dict[str, str] = {}  # other activations: name -> the layer feeding it, whose
+        self._zsums: dict[str, torch.Tensor] = {}  # output sum (this step) the non-finite watch reads
+        self._zeros: ZeroCounts | None = None  # per-neuron dead-on-batch counts, outputs and gradients
+        self._sampled_out: SampledNonzero | None = None  # activation rates (sampled rows)
+        self._sampled_grad: SampledNonzero | None = None  # gradient activation rates (sampled steps)
         self._saturation: dict[str, Saturation] = {}  # activation layers
-        self._grad_rates: dict[str, GradientRates] = {}  # param layers
         self._series: GradientSeries | None = None
         self._inv_numel: torch.Tensor | None = None
         self._drift = WeightDrift()
-        self._nonfinite: NonFiniteWatch | None = None
+        self._ring: StepRing | None = None  # per-step rows: zero counts and the non-finite watch
+        self._hists: dict[str, FixedHistogram] = {}  # activation outputs of the validation pass
+        self._hist_seen: dict[str, int] = {}
         self._zero_grads: dict[str, torch.Tensor] = {}
+        self._maxima: dict[str, torch.Tensor] = {}  # this step's per-neuron output maxima
+        self._grad_parts: list[torch.Tensor] = []  # this step's per-neuron gradient values
+        self._weight_params: list[nn.Parameter] = []
+        self._bias_params: list[nn.Parameter | None] = []
+        self._layout: tuple | None = None  # the ring's row layout, fixed at the first step
+        self._spans: tuple[tuple, tuple[Span, ...]] | None = None  # non-finite search order, cached
         self._steps = 0  # optimizer steps seen
+        self._epoch_steps = 0  # steps of the epoch in progress (schedules restart each epoch)
         self._sampled = True  # whether the batch in progress is a sampled one
+        self._own_pass = False  # the probes' own full pass is running: live hooks stay quiet
 
     # -- the loop's interface ----------------------------------------------------------
 
@@ -71,39 +98,48 @@ class ProbeSet:
         self.run_id = run_id
 
     def attach(self, model: nn.Module) -> None:
-        """Find the layers and hook them; accumulators of layers seen before are kept."""
+        """Find the layers and hook them; accumulators of unchanged layers are kept."""
         self.detach()
         c = self.config
         layers = self._layers = find_layers(model)
         first = next(model.parameters(), None)
         self._device = first.device if first is not None else torch.device("cpu")
-        param_names = [p.name for p in layers.params]
-        if c.rates:
-            for layer in layers.activations + layers.dropouts:
-                nonnegative = layer.kind == "activation" and activation_kind(layer.module) in NONNEGATIVE
-                rates = self._rates.get(layer.name)
-                if rates is None or rates.nonnegative != nonnegative:  # a hot swap may change it
-                    self._rates[layer.name] = OutputRates(nonnegative)
+        params = list(layers.params)
+        param_names = [p.name for p in params]
+        watched = [layer for layer in layers.ordered if layer.kind == "activation"
+                   or (layer.kind == "dropout" and c.rates)]
+        self._out_names = [layer.name for layer in watched] if c.rates or c.nonfinite else []
+        self._nonnegative = frozenset(a.name for a in layers.activations
+                                      if activation_kind(a.module) in NONNEGATIVE)
+        self._input_judged = frozenset(a.name for a in layers.activations
+                                       if activation_kind(a.module) in INPUT_JUDGED and a.name in self._out_names)
+        self._z_watched = {a.name: a.source.name for a in layers.activations if c.nonfinite and a.source is not None
+                           and a.name not in self._input_judged}
+        if (c.rates or c.grad_rates) and self._zeros is None:
+            self._zeros = ZeroCounts()
+        if c.rates and (self._sampled_out is None or self._sampled_out.keys != self._out_names):
+            self._sampled_out = SampledNonzero(self._out_names)
+        if c.grad_rates and (self._sampled_grad is None or self._sampled_grad.keys != param_names):
+            self._sampled_grad = SampledNonzero(param_names)
         if c.saturation:
-            for layer in layers.activations:
-                self._saturation.setdefault(layer.name, Saturation(c.saturation_threshold))
-        if c.grad_rates:
-            for name in param_names:
-                self._grad_rates.setdefault(name, GradientRates())
-        if param_names and (c.gradients or c.nonfinite):
-            self._inv_numel = torch.tensor([1.0 / p.module.weight.numel() for p in layers.params],
-                                           device=self._device)
-        if c.gradients and param_names and (self._series is None or self._series.names != param_names
-                                            or self._series.buffer.device != self._device):
+            self._saturation = {a.name: self._saturation.get(a.name) or Saturation(c.saturation_threshold)
+                                for a in layers.activations}
+        if params and (c.gradients or c.nonfinite):
+            self._inv_numel = torch.tensor([1.0 / p.module.weight.numel() for p in params], device=self._device)
+        if c.gradients and params and (self._series is None or self._series.names != param_names
+                                       or self._series.buffer.device != self._device):
             self._series = GradientSeries(param_names, self._device, limit=c.series_limit)
-        watched = [layer for layer in layers.ordered if layer.kind != "dropout"]
-        if c.nonfinite and (self._nonfinite is None or self._nonfinite.forward_names != [w.name for w in watched]):
-            self._nonfinite = NonFiniteWatch([w.name for w in watched], param_names)
+        if (c.rates or c.grad_rates or c.nonfinite) and self._ring is None:
+            self._ring = StepRing()
+        self._weight_params = [p.module.weight for p in params]
+        self._bias_params = [getattr(p.module, "bias", None) for p in params]
+        self._layout = None
         if c.weights:
             self._drift.set_initial(self._weights())
-        index = {layer.name: i for i, layer in enumerate(watched)}
+        self._spans = None
+        self._zsums = {}
         for layer in layers.ordered:
-            hook = self._live_hook(layer, index.get(layer.name))
+            hook = self._live_hook(layer) if layer.kind != "param" else None
             if hook is not None:
                 self._hooks.forward(layer.module, hook)
 
@@ -115,61 +151,72 @@ class ProbeSet:
         one batch (`init_batch` rows, eval mode) for rates, saturation and weight gradients."""
         layers = self._layers_of(model)
         c = self.config
-        tensors: dict[tuple[str, str, str], torch.Tensor] = {}
-        summarizers: list[Callable[[dict], None]] = []
-        out: dict[str, dict[str, float]] = {}
+        tensors: Tensors = {}
+        finish: list[Callable[[dict], None]] = []
+        out: Metrics = {}
         histograms: dict[str, dict[str, list[float]]] = {}
 
-        self._epoch_pass(model, data.train_x, exact=c.dead_exact_every > 0, tensors=tensors,
-                         summarizers=summarizers, out=out, histograms=histograms)
+        self._epoch_pass(model, data.train_x, exact=c.dead_exact_every > 0, hist=c.histograms, tensors=tensors,
+                         finish=finish, out=out, histograms=histograms)
 
         x, y = data.train_x[: c.init_batch], data.train_y[: c.init_batch]
-        rates = {a.name: OutputRates() for a in layers.activations} if c.rates else {}
-        saturation = {a.name: Saturation(c.saturation_threshold) for a in layers.activations} if c.saturation else {}
-        params = [p.module.weight for p in layers.params]
-        biases = [p.module.bias for p in layers.params if getattr(p.module, "bias", None) is not None]
+        acts = [a.name for a in layers.activations]
+        maxima: dict[str, torch.Tensor] = {}
+        sampled_out = SampledNonzero(acts) if c.rates else None
+        saturation = {name: Saturation(c.saturation_threshold) for name in acts} if c.saturation else {}
+        params = list(layers.params)
+        weights = [p.module.weight for p in params]
+        with_bias = [p for p in params if getattr(p.module, "bias", None) is not None]
         with HookRegistry() as hooks:
             for a in layers.activations:
-                if a.name in rates or a.name in saturation:
-                    hooks.forward(a.module, self._init_hook(a, rates, saturation))
-            grads = init_gradients(model, x, y, params + biases) if params else []
+                hooks.forward(a.module, self._init_hook(a, maxima, sampled_out, saturation))
+            grads = init_gradients(model, x, y, weights + [p.module.bias for p in with_bias]) if params else []
         weight_grads = grads[: len(params)]
-        bias_grads = dict(zip([p.name for p in layers.params if getattr(p.module, "bias", None) is not None],
-                              grads[len(params):]))
-        for name, r in rates.items():
-            self._collect(tensors, summarizers, out, ("init_rates", name), r,
-                          drop=("dead_live", "dead_live_frac", "max_abs"))
-        for name, s in saturation.items():
-            self._collect(tensors, summarizers, out, ("init_sat", name), s)
+        bias_of = dict(zip([p.name for p in with_bias], grads[len(params):]))
+        sampled_grad = SampledNonzero([p.name for p in params]) if c.grad_rates else None
+        parts: dict[tuple[str, str], torch.Tensor] = {}
+        if c.rates:
+            parts.update((("out", name), maxima[name]) for name in acts if name in maxima)
         if c.grad_rates:
-            for p, g in zip(layers.params, weight_grads):
-                r = GradientRates()
-                r.observe(g, bias_grads.get(p.name), sampled=True)
-                self._collect(tensors, summarizers, out, ("init_grad_rates", p.name), r,
-                              report_as=self._rate_owner(p))
-        if weight_grads and (c.gradients or c.histograms):
-            if c.gradients:
-                tensors[("init_grad", "", "stats")] = grad_stats(weight_grads, self._inv_numel)
+            for p, g in zip(params, weight_grads):
+                parts[("grad", p.name)] = neuron_gradient(g, bias_of.get(p.name))
+                sampled_grad.observe(p.name, g)
+        for acc in (sampled_out, sampled_grad):
+            if acc is not None:
+                acc.end_step()
+        if parts:
+            zeros = ZeroCounts()
+            zeros.add(torch.cat(list(parts.values())), tuple((k, v.numel()) for k, v in parts.items()))
+            self._collect_rates(tensors, finish, out, ("init",), zeros, sampled_out, sampled_grad, live=False)
+        for name, s in saturation.items():
+            self._collect(tensors, finish, out, ("init_sat", name), s)
+        if weight_grads and c.gradients:
+            tensors[("init_grad", "stats")] = grad_stats(weight_grads, self._inv_numel)
 
-                def grad_summary(host: dict, names=[p.name for p in layers.params]) -> None:
-                    stats = host[("init_grad", "", "stats")]
-                    for i, name in enumerate(names):
-                        out.setdefault(name, {}).update(
-                            grad_mean_abs=float(stats[i, 0]), grad_l2=float(stats[i, 1]), grad_max=float(stats[i, 2]))
-                summarizers.append(grad_summary)
-            if c.histograms:
-                for p, g in zip(layers.params, weight_grads):
-                    hist = FixedHistogram(c.grad_hist_min, c.grad_hist_max, c.hist_bins)
-                    hist.add(log10_magnitude(g))
-                    self._collect_hist(tensors, summarizers, histograms, f"grad_init/{p.name}", hist)
+            def grad_summary(host: dict, names=[p.name for p in params]) -> None:
+                stats = host[("init_grad", "stats")]
+                for i, name in enumerate(names):
+                    out.setdefault(name, {}).update(grad_mean_abs=float(stats[i, 0]), grad_l2=float(stats[i, 1]),
+                                                    grad_max=float(stats[i, 2]))
+            finish.append(grad_summary)
+        if weight_grads and c.histograms:
+            for p, g in zip(params, weight_grads):
+                hist = FixedHistogram(c.grad_hist_min, c.grad_hist_max, c.hist_bins)
+                hist.add(log10_magnitude(g))
+                self._collect_hist(tensors, finish, histograms, f"grad_init/{p.name}", hist)
         if c.weights:
-            self._collect_drift(tensors, summarizers, out)
-        return self._finish(0, tensors, summarizers, out, histograms)
+            self._collect_drift(tensors, finish, out)
+        return self._finish(0, tensors, finish, out, histograms)
 
     def epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
-        for acc in (*self._rates.values(), *self._saturation.values(), *self._grad_rates.values()):
-            acc.reset()
+        if self._ring is not None:
+            self._ring.take_unread()  # rows of earlier epochs do not count in this one
+        for acc in (self._zeros, self._sampled_out, self._sampled_grad, *self._saturation.values()):
+            if acc is not None:
+                acc.reset()
+        self._maxima, self._grad_parts = {}, []
+        self._epoch_steps, self._sampled = 0, True  # every epoch samples and measures its first step
+        self._hists, self._hist_seen = {}, {}
         if self._series is not None:
             self._series.drain()
             self._series.reset_epoch()
@@ -181,50 +228,73 @@ class ProbeSet:
         if layers is None or not layers.params:
             return
         c = self.config
-        if c.gradients or c.nonfinite:
+        step = self._steps + 1
+        grads = [w.grad for w in self._weight_params]
+        if any(g is None for g in grads):  # (`None in grads` would compare tensors: slow)
             grads = [self._grad_or_zero(p) for p in layers.params]
-            stats = grad_stats(grads, self._inv_numel)
-            if self._series is not None:
-                self._series.observe(stats)
-            if self._nonfinite is not None:
-                self._nonfinite.observe_backward(stats[:, 1])  # L2 norms: non-finite iff the gradient is
-        if c.grad_rates:
-            for p in layers.params:
-                g = p.module.weight.grad
-                if g is not None:
-                    bias = getattr(p.module, "bias", None)
-                    self._grad_rates[p.name].observe(g, bias.grad if bias is not None else None,
-                                                     sampled=self._sampled)
+        if self._series is not None and self._epoch_steps % c.gradients_every == 0:
+            self._series.observe(grad_stats(grads, self._inv_numel), step)
+        if self._ring is not None and (c.grad_rates or c.nonfinite):
+            self._grad_parts = [b.grad if b is not None and b.grad is not None else neuron_gradient(g, None)
+                                for g, b in zip(grads, self._bias_params)]
+        if self._sampled and self._sampled_grad is not None:
+            for p, g in zip(layers.params, grads):
+                self._sampled_grad.observe(p.name, g)
 
     def after_step(self, model: nn.Module) -> None:
-        if self._nonfinite is not None:
-            self._nonfinite.end_step()
+        """This step's per-neuron values, outputs then gradients, become one ring row (one op)."""
+        maxima, grads, zsums = self._maxima, self._grad_parts, self._zsums
+        self._maxima, self._grad_parts, self._zsums = {}, [], {}
+        ring = self._ring
+        if ring is not None and len(maxima) == len(self._out_names) and len(zsums) == len(self._z_watched) \
+                and (maxima or grads):
+            parts = [maxima[name] for name in self._out_names] + [zsums[n].view(1) for n in self._z_watched] + grads
+            if self._layout is None or len(self._layout) != len(parts):
+                names = ([("out", n) for n in self._out_names] + [("z", self._z_watched[n]) for n in self._z_watched]
+                         + [("grad", p.name) for p in self._layers.params])
+                self._layout = tuple((k, p.numel()) for k, p in zip(names, parts))
+            if ring.full():
+                self._count_zeros()
+            ring.write(parts, self._layout)  # the layout object is reused: its check is an identity test
+        for acc in (self._sampled_out, self._sampled_grad):
+            if acc is not None:
+                acc.end_step()
         self._steps += 1
-        self._sampled = self._steps % self.config.sample_every == 0
+        self._epoch_steps += 1
+        self._sampled = self._epoch_steps % self.config.sample_every == 0
+
+    def _count_zeros(self) -> None:
+        rows = self._ring.take_unread()
+        if rows is not None and self._zeros is not None:
+            self._zeros.add(rows, self._ring.layout)
 
     def epoch_stats(self, epoch: int, model: nn.Module, data: Any) -> LayerStats | None:
-        """The epoch's live statistics, plus the exact dead count (when due) and histograms."""
+        """The epoch's live statistics, the exact dead count when due, and the histograms."""
         c = self.config
-        tensors: dict[tuple[str, str, str], torch.Tensor] = {}
-        summarizers: list[Callable[[dict], None]] = []
-        out: dict[str, dict[str, float]] = {}
+        tensors: Tensors = {}
+        finish: list[Callable[[dict], None]] = []
+        out: Metrics = {}
         histograms: dict[str, dict[str, list[float]]] = {}
-        for name, r in self._rates.items():
-            self._collect(tensors, summarizers, out, ("rates", name), r)
+        if self._ring is not None:
+            self._count_zeros()
+        if self._zeros is not None:
+            self._collect_rates(tensors, finish, out, ("live",), self._zeros, self._sampled_out, self._sampled_grad,
+                                live=True)
         for name, s in self._saturation.items():
-            self._collect(tensors, summarizers, out, ("sat", name), s)
-        owners = {p.name: self._rate_owner(p) for p in self._layers.params} if self._layers else {}
-        for name, r in self._grad_rates.items():
-            self._collect(tensors, summarizers, out, ("grad_rates", name), r, report_as=owners.get(name, name))
+            self._collect(tensors, finish, out, ("sat", name), s)
         if c.weights:
-            self._collect_drift(tensors, summarizers, out)
+            self._collect_drift(tensors, finish, out)
         exact = c.dead_exact_every > 0 and epoch % c.dead_exact_every == 0
-        self._epoch_pass(model, data.train_x, exact=exact, tensors=tensors, summarizers=summarizers, out=out,
-                         histograms=histograms)
+        hists, self._hists = self._hists, {}
+        if hists:  # the activation histograms came from the validation pass
+            for name, hist in hists.items():
+                self._collect_hist(tensors, finish, histograms, f"act/{name}", hist)
+        self._epoch_pass(model, data.train_x, exact=exact, hist=c.histograms and not hists, tensors=tensors,
+                         finish=finish, out=out, histograms=histograms)
         if self._series is not None:
             for name, metrics in self._series.epoch_summary().items():
                 out.setdefault(name, {}).update(metrics)
-        return self._finish(epoch, tensors, summarizers, out, histograms)
+        return self._finish(epoch, tensors, finish, out, histograms)
 
     def step_stats(self, epoch: int) -> StepStats | None:
         if self._series is None:
@@ -236,41 +306,98 @@ class ProbeSet:
         return StepStats(run_id=self.run_id, epoch=epoch, first_step=first, series=series)
 
     def nonfinite_layer(self) -> str | None:
-        return self._nonfinite.first() if self._nonfinite is not None else None
+        if self._ring is None or not self.config.nonfinite or self._ring.buffer is None:
+            return None
+        return first_nonfinite(self._ring.recent(), self._spans_for(self._ring.layout))
 
     # -- hooks -------------------------------------------------------------------------
 
-    def _live_hook(self, layer: Layer, watch_index: int | None) -> Callable | None:
-        rates = self._rates.get(layer.name)
-        saturation = self._saturation.get(layer.name)
-        nonfinite = self._nonfinite if watch_index is not None else None
-        if rates is None and saturation is None and nonfinite is None:
+    def _live_hook(self, layer: Layer) -> Callable | None:
+        """The hook of an activation or dropout layer. Training batches: its per-neuron output
+        maxima, and on sampled batches the activation-rate counts and saturation. Eval-mode
+        passes (the loop's validation): the activation histograms."""
+        c = self.config
+        name = layer.name
+        watched = name in self._out_names
+        nonnegative = name in self._nonnegative
+        input_judged = name in self._input_judged
+        z_watched = name in self._z_watched
+        sampled_out = self._sampled_out if self._sampled_out is not None and name in self._sampled_out.keys else None
+        saturation = self._saturation.get(name)
+        histogram = c.histograms and layer.kind == "activation"
+        if not (watched or z_watched or sampled_out or saturation or histogram):
             return None
-        rows = self.config.sample_rows
+        rows = c.sample_rows
 
         def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            if not (module.training and torch.is_grad_enabled()) or not isinstance(output, torch.Tensor):
-                return  # validation, the probes' own passes: not a training batch
-            sampled = self._sampled
-            watched = output
-            if rates is not None:
-                watched = rates.observe(output, rows if sampled else 0)  # per-neuron max |y|
-            if saturation is not None and sampled and inputs:
-                saturation.observe(module, inputs[0][:rows], output[:rows])
-            if nonfinite is not None:
-                nonfinite.observe_forward(watch_index, watched)
+            if not isinstance(output, torch.Tensor):
+                return
+            if not module.training:
+                if histogram and not torch.is_grad_enabled() and not self._own_pass:
+                    self._observe_histogram(name, output)
+                return
+            if not torch.is_grad_enabled():
+                return  # a no-grad pass in train mode: not a training batch
+            if input_judged and inputs:
+                self._maxima[name] = neuron_max(inputs[0])  # max z: <= 0 exactly when dead on the batch
+            elif watched:
+                self._maxima[name] = neuron_max_abs(output, nonnegative)
+            if z_watched and inputs:
+                self._zsums[name] = inputs[0].detach().sum()
+            if self._sampled:
+                if sampled_out is not None:
+                    sampled_out.observe(name, output[:rows])
+                if saturation is not None and inputs:
+                    saturation.observe(module, inputs[0][:rows], output[:rows])
 
         return hook
 
-    @staticmethod
-    def _init_hook(layer: Layer, rates: dict, saturation: dict) -> Callable:
+    def _observe_histogram(self, name: str, output: torch.Tensor) -> None:
+        """The first `hist_rows` rows of eval-mode passes in the epoch (the validation pass)."""
+        c = self.config
+        seen = self._hist_seen.get(name, 0)
+        if seen >= c.hist_rows:
+            return
+        hist = self._hists.get(name)
+        if hist is None:
+            hist = self._hists[name] = FixedHistogram(c.act_hist_min, c.act_hist_max, c.hist_bins)
+        part = output.detach()[: c.hist_rows - seen]
+        hist.add(part)
+        self._hist_seen[name] = seen + part.shape[0]
+
+    def _init_hook(self, layer: Layer, maxima: dict, sampled_out: SampledNonzero | None,
+                   saturation: dict) -> Callable:
         """The init batch: every row counts (rates and saturation over the whole batch)."""
+        nonnegative = layer.name in self._nonnegative
+
         def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            if layer.name in rates:
-                rates[layer.name].observe(output, sample_rows=output.shape[0])
+            maxima[layer.name] = neuron_max_abs(output, nonnegative)
+            if sampled_out is not None:
+                sampled_out.observe(layer.name, output)
             if layer.name in saturation and inputs:
                 saturation[layer.name].observe(module, inputs[0], output)
         return hook
+
+    def _spans_for(self, layout: tuple) -> tuple[Span, ...]:
+        """Where each layer sits in the step vector, in search order: outputs in forward
+        order, then gradients in backward order (from the output towards the input)."""
+        if self._spans is not None and self._spans[0] == layout:
+            return self._spans[1]
+        order = {layer.name: i for i, layer in enumerate(self._layers.ordered)}
+        sources = {a.name: a.source.name for a in self._layers.activations if a.source is not None}
+        forward, backward, start = [], [], 0
+        for (kind, name), size in layout:
+            if kind == "out" and name in self._input_judged and name in sources:
+                name = sources[name]  # judged by its input: a NaN there comes from the layer feeding it
+            if kind in ("out", "z"):
+                forward.append((order.get(name, 0), Span(f"{name} (forward)", start, start + size)))
+            else:
+                backward.append((order.get(name, 0), Span(f"{name} (backward)", start, start + size)))
+            start += size
+        spans = tuple(s for _, s in sorted(forward, key=lambda item: item[0])) + \
+            tuple(s for _, s in sorted(backward, key=lambda item: -item[0]))
+        self._spans = (layout, spans)
+        return spans
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -282,6 +409,10 @@ class ProbeSet:
     def _weights(self) -> dict[str, torch.Tensor]:
         return {p.name: p.module.weight for p in self._layers.params} if self._layers else {}
 
+    def _bias_grad(self, p: Layer) -> torch.Tensor | None:
+        bias = getattr(p.module, "bias", None)
+        return bias.grad if bias is not None and bias.grad is not None else None
+
     def _grad_or_zero(self, p: Layer) -> torch.Tensor:
         g = p.module.weight.grad
         if g is not None:
@@ -291,47 +422,79 @@ class ProbeSet:
             zero = self._zero_grads[p.name] = torch.zeros_like(p.module.weight)
         return zero
 
-    def _rate_owner(self, p: Layer) -> str:
+    def _rate_owners(self) -> dict[str, str]:
         """Gradient rates are reported under the activation a param layer feeds, if any."""
-        return self._layers.paired_params.get(p.name, p.name) if self._layers else p.name
+        return dict(self._layers.paired_params) if self._layers else {}
 
-    def _collect(self, tensors: dict, summarizers: list, out: dict, key: tuple[str, str], acc: Any, *,
-                 report_as: str | None = None, drop: tuple[str, ...] = ()) -> None:
-        """Queue an accumulator's device tensors for the one read-back, and its summary."""
+    @staticmethod
+    def _collect(tensors: Tensors, finish: list, out: Metrics, key: tuple[str, ...], acc: Any, *,
+                 many: bool = False, rename: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> None:
+        """Queue an accumulator's device tensors for the one read-back, and its summary.
+        `many`: the accumulator covers several layers and summarises to {layer: metrics}."""
         own = acc.tensors()
         if not own:
             return
         for k, t in own.items():
             tensors[(*key, k)] = t
-        name = report_as or key[1]
 
         def summarize(host: dict) -> None:
-            metrics = acc.summarize({k: host[(*key, k)] for k in own})
-            for d in drop:
-                metrics.pop(d, None)
-            out.setdefault(name, {}).update(metrics)
-        summarizers.append(summarize)
+            result = acc.summarize({k: host[(*key, k)] for k in own})
+            per_layer = result if many else {key[-1]: result}
+            for name, metrics in per_layer.items():
+                for d in drop:
+                    metrics.pop(d, None)
+                out.setdefault((rename or {}).get(name, name), {}).update(metrics)
+        finish.append(summarize)
+
+    def _collect_rates(self, tensors: Tensors, finish: list, out: Metrics, key: tuple[str, ...], zeros: ZeroCounts,
+                       sampled_out: SampledNonzero | None, sampled_grad: SampledNonzero | None, *,
+                       live: bool) -> None:
+        """Output rates per activation/dropout layer and gradient rates per param layer
+        (reported under the activation it feeds); `live=False` (one init batch): no dead_live."""
+        parts = {"zeros": zeros, "out": sampled_out, "grad": sampled_grad}
+        own: dict[str, dict[str, torch.Tensor]] = {n: acc.tensors() for n, acc in parts.items() if acc is not None}
+        if not own.get("zeros"):
+            return
+        for n, ts in own.items():
+            for k, t in ts.items():
+                tensors[(*key, n, k)] = t
+        owners = self._rate_owners()
+        steps = zeros.steps
+
+        def summarize(host: dict) -> None:
+            values = {n: {k: host[(*key, n, k)] for k in ts} for n, ts in own.items()}
+            for kind, name in zeros.slices:
+                counts = zeros.segment(values["zeros"], (kind, name))
+                if kind == "out" and sampled_out is not None:
+                    metrics = output_rate_metrics(counts, steps, sampled_out.share(values.get("out", {}), name))
+                    if not live:
+                        metrics.pop("dead_live"), metrics.pop("dead_live_frac")
+                    out.setdefault(name, {}).update(metrics)
+                elif kind == "grad" and sampled_grad is not None:
+                    share = sampled_grad.share(values.get("grad", {}), name)
+                    out.setdefault(owners.get(name, name), {}).update(gradient_rate_metrics(counts, steps, share))
+        finish.append(summarize)
 
     @staticmethod
-    def _collect_hist(tensors: dict, summarizers: list, histograms: dict, key: str, hist: FixedHistogram) -> None:
+    def _collect_hist(tensors: Tensors, finish: list, histograms: dict, key: str, hist: FixedHistogram) -> None:
         if hist.counts is None:
             return
-        tensors[("hist", key, "counts")] = hist.counts
-        summarizers.append(lambda host: histograms.__setitem__(key, hist.as_dict(host[("hist", key, "counts")])))
+        tensors[("hist", key)] = hist.counts
+        finish.append(lambda host: histograms.__setitem__(key, hist.as_dict(host[("hist", key)])))
 
-    def _collect_drift(self, tensors: dict, summarizers: list, out: dict) -> None:
+    def _collect_drift(self, tensors: Tensors, finish: list, out: Metrics) -> None:
         for name, t in self._drift.tensors(self._weights()).items():
-            tensors[("drift", name, "norms")] = t
-            summarizers.append(lambda host, name=name: out.setdefault(name, {}).update(
-                WeightDrift.summarize(host[("drift", name, "norms")])))
+            tensors[("drift", name)] = t
+            finish.append(lambda host, name=name: out.setdefault(name, {}).update(
+                WeightDrift.summarize(host[("drift", name)])))
 
-    def _epoch_pass(self, model: nn.Module, x: torch.Tensor, *, exact: bool, tensors: dict, summarizers: list,
-                    out: dict, histograms: dict) -> None:
+    def _epoch_pass(self, model: nn.Module, x: torch.Tensor, *, exact: bool, hist: bool, tensors: Tensors,
+                    finish: list, out: Metrics, histograms: dict) -> None:
         """One eval-mode no-grad pass: the exact dead count over all of `x` when `exact`,
-        activation histograms over its first `hist_rows` rows when histograms are on."""
+        activation histograms over its first `hist_rows` rows when `hist`."""
         c = self.config
         acts = self._layers_of(model).activations
-        hist_rows = c.hist_rows if c.histograms else 0
+        hist_rows = c.hist_rows if hist else 0
         rows = x.shape[0] if exact else min(hist_rows, x.shape[0])
         if not acts or rows == 0:
             return
@@ -345,15 +508,19 @@ class ProbeSet:
             if hists and start < hist_rows:
                 hists[layer.name].add(y[: hist_rows - start])
 
-        inspect_pass(model, x, acts, observe, batch_size=PASS_BATCH, rows=rows)
+        self._own_pass = True
+        try:
+            inspect_pass(model, x, acts, observe, batch_size=PASS_BATCH, rows=rows)
+        finally:
+            self._own_pass = False
         for name, d in dead.items():
-            self._collect(tensors, summarizers, out, ("dead", name), d)
+            self._collect(tensors, finish, out, ("dead", name), d)
         for name, h in hists.items():
-            self._collect_hist(tensors, summarizers, histograms, f"act/{name}", h)
+            self._collect_hist(tensors, finish, histograms, f"act/{name}", h)
 
-    def _finish(self, epoch: int, tensors: dict, summarizers: list, out: dict, histograms: dict) -> LayerStats | None:
+    def _finish(self, epoch: int, tensors: Tensors, finish: list, out: Metrics, histograms: dict) -> LayerStats | None:
         host = read_back(tensors)
-        for summarize in summarizers:
+        for summarize in finish:
             summarize(host)
         if not out and not histograms:
             return None

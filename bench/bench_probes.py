@@ -1,0 +1,218 @@
+"""Benchmark of the per-layer probes: what they add to an epoch of real training.
+
+From one process, after one warm-up run of each, repetitions of the same short training
+(`TrainingRun`, the lab's default MLP and recipe, data preloaded once) are interleaved, the
+order rotated each repetition so that drifting machine load hits every variant alike:
+
+- none:     no probes (the loop's `NoProbes`), the reference;
+- default:  the default `[probes]` set without the exact full pass (`dead_exact_every = 0`);
+- +exact:   the default set as shipped, with the exact dead count's full pass every epoch;
+- all:      every probe on at full cadence (`sample_every = 1`) with the full pass.
+
+The time of an epoch is `EpochDone.seconds` (training, validation and the epoch-end probes;
+checkpoint writing comes after it and is left out). The first epoch of every run is skipped
+(allocator and cache warm-up). Overheads are medians of the ratios to `none` within the same
+repetition; the median, min and max of the epoch times are printed too. Data: FashionMNIST
+from ACTLAB_DATA or ../shared/datasets when present, else the offline digits set.
+Results go to bench/results/probes-<time>.json; the last line printed is the headline.
+
+    python bench/bench_probes.py [--reps 5] [--epochs 3] [--device cpu] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def load_data(device: str, dataset: str):
+    from actlab.engine.data import load_dataset
+
+    source = os.environ.get("ACTLAB_DATA") or (str(SHARED) if (SHARED / "FashionMNIST" / "raw").is_dir() else "")
+    cache = Path(tempfile.gettempdir()) / "actlab-bench-cache"
+    if source and dataset in ("auto", "fashion-mnist"):
+        return load_dataset("fashion-mnist", device=device, seed=42, source=source, cache_dir=cache, fallback="none")
+    return load_dataset("digits", device=device, seed=42)
+
+
+def variants():
+    from actlab.engine.config import ProbesConfig
+
+    return {
+        "none": None,
+        "default": ProbesConfig(dead_exact_every=0),
+        "+exact": ProbesConfig(),
+        "all": ProbesConfig(sample_every=1),
+    }
+
+
+def timed_probe_set(config):
+    """A ProbeSet that also adds up the thread CPU time spent inside its own code (hooks,
+    per-step and per-epoch calls): a direct measure of its cost, robust to machine load."""
+    from actlab.engine.probes import ProbeSet
+
+    class TimedProbeSet(ProbeSet):
+        spent = 0.0
+        _depth = 0
+
+        def _timed(self, fn):
+            def run(*args, **kwargs):
+                if self._depth:
+                    return fn(*args, **kwargs)
+                self._depth += 1
+                start = time.thread_time()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.spent += time.thread_time() - start
+                    self._depth -= 1
+            return run
+
+        def _live_hook(self, layer):
+            hook = super()._live_hook(layer)
+            return None if hook is None else self._timed(hook)
+
+    probes = TimedProbeSet(config)
+    for name in ("after_backward", "after_step", "epoch_start", "epoch_stats", "step_stats"):
+        setattr(probes, name, probes._timed(getattr(probes, name)))
+    return probes
+
+
+def run_once(config, data, probes_config, clock: str) -> tuple[list[float], list[float]]:
+    """(epoch times, probe CPU seconds per epoch) of one short training run; the caller
+    skips the first epoch.
+
+    clock "wall": `EpochDone.seconds`. clock "cpu": process CPU time from the end of the
+    previous epoch's last checkpoint to `EpochDone` (robust on a shared machine, meaningful
+    with one torch thread: OpenMP threads spin while they wait).
+    """
+    from actlab.engine.events import CheckpointSaved, EpochDone
+    from actlab.engine.training import TrainingRun
+
+    epochs: list[float] = []
+    spent: list[float] = []
+    mark = [time.process_time()]
+    probes = timed_probe_set(probes_config) if probes_config is not None else None
+    seen = [0.0]
+
+    def consume(event) -> None:
+        if isinstance(event, EpochDone):
+            epochs.append(event.seconds if clock == "wall" else time.process_time() - mark[0])
+            total = probes.spent if probes is not None else 0.0
+            spent.append(total - seen[0])
+            seen[0] = total
+        elif isinstance(event, CheckpointSaved) and event.reason == "last":
+            mark[0] = time.process_time()
+        elif type(event).__name__ == "RunStarted" and probes is not None:
+            seen[0] = probes.spent
+
+    result = TrainingRun(config, data=data, probes=probes, consumers=[consume]).run()
+    if result.status != "finished":
+        raise RuntimeError(f"benchmark run ended {result.status}: {result.message}")
+    return epochs, spent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions after the warm-up (5)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is skipped (3)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="wall: EpochDone.seconds; cpu: process CPU time (use with --threads 1)")
+    parser.add_argument("--dataset", default="auto", choices=("auto", "fashion-mnist", "digits"),
+                        help="auto: FashionMNIST when available, else digits")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from actlab.engine.config import LabConfig
+    from actlab.engine.device import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    data = load_data(str(device), args.dataset)
+    tmp = tempfile.TemporaryDirectory(prefix="actlab-bench-probes-")
+    config = LabConfig().replace(**{"run.runs_dir": tmp.name, "run.device": device.type, "data.dataset": data.name,
+                                    "train.epochs": args.epochs, "train.patience": 0})
+    todo = variants()
+    names = list(todo)
+    print(f"probes benchmark: {data.name} {tuple(data.sizes)}, MLP {config.model.hidden_sizes} {config.model.activation}, "
+          f"{device}, {torch.get_num_threads()} threads, {args.reps} reps x {args.epochs - 1} timed epochs, "
+          f"{args.clock} clock",
+          flush=True)
+    for name in names:  # warm-up, discarded
+        warm, _ = run_once(config, data, todo[name], args.clock)
+        print(f"  warm-up {name}: " + " ".join(f"{t:.3f}s" for t in warm), flush=True)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    spent: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names if n != "none"}
+    for rep in range(args.reps):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        rep_times = {}
+        for name in order:
+            epoch_times, probe_times = run_once(config, data, todo[name], args.clock)
+            rep_times[name] = epoch_times[1:]
+            spent[name].extend(probe_times[1:])
+        for name in names:
+            times[name].extend(rep_times[name])
+            if name != "none":
+                ratios[name].append(statistics.median(rep_times[name]) / statistics.median(rep_times["none"]))
+        print(f"  rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {statistics.median(rep_times[n]):.3f}s"
+                                                          for n in names), flush=True)
+
+    summary = {}
+    base = statistics.median(times["none"])
+    print(f"\n{'variant':8s} {'median s':>9s} {'min':>7s} {'max':>7s} {'overhead':>9s} {'ratio spread':>16s} "
+          f"{'in probes':>10s} {'share':>7s}")
+    for name in names:
+        t = times[name]
+        row = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "epochs": t}
+        line = f"{name:8s} {row['median_s']:9.3f} {row['min_s']:7.3f} {row['max_s']:7.3f}"
+        if name in ratios:
+            r = ratios[name]
+            probe_s = statistics.median(spent[name])
+            row.update(overhead_pct=100 * (statistics.median(r) - 1), ratio_min=min(r), ratio_max=max(r), ratios=r,
+                       probe_cpu_s=probe_s, probe_share_pct=100 * probe_s / base, probe_cpu_epochs=spent[name])
+            line += (f" {row['overhead_pct']:+8.2f}% [{100 * (min(r) - 1):+6.1f}%, {100 * (max(r) - 1):+6.1f}%]"
+                     f" {probe_s:9.3f}s {row['probe_share_pct']:+6.2f}%")
+        summary[name] = row
+        print(line)
+    print("overhead: median of the per-repetition ratios to `none`; in probes: CPU time spent inside the probes'\n"
+          "own code per epoch (hooks included), its share relative to the epoch without probes")
+    exact_s = summary["+exact"]["median_s"] - summary["default"]["median_s"]
+    print(f"\nthe exact dead count's full pass over {data.sizes[0]} training rows: about {exact_s:.3f} s per epoch "
+          f"({100 * exact_s / base:+.1f}% of an epoch without probes)")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"probes-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({
+        "dataset": data.name, "sizes": list(data.sizes), "device": str(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": sys.version.split()[0], "machine": platform.platform(),
+        "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()), "reps": args.reps, "epochs": args.epochs,
+        "clock": args.clock,
+        "hidden_sizes": list(config.model.hidden_sizes), "activation": config.model.activation,
+        "variants": summary, "exact_pass_s": exact_s,
+    }, indent=2))
+    print(f"results: {out.relative_to(REPO)}")
+    d = summary["default"]
+    print(f"headline: default probe set (no exact pass): {d['probe_share_pct']:.2f}% of an epoch spent in the probes, "
+          f"{d['overhead_pct']:+.2f}% epoch time vs no probes ({args.reps} interleaved reps, {args.clock} clock; "
+          f"target <= 3%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
