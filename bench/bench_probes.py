@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "train.epochs": args.epochs, "train.patience": 0})
     todo = variants()
     names = list(todo)
-    print(f"probes benchmark: {data.name} {tuple(data.sizes)}, MLP {config.model.hidden_sizes} {config.model.activation}, "
+    print(f"probes benchmark: {data.name} {tuple(data.sizes)}, "
+          f"MLP {config.model.hidden_sizes} {config.model.activation}, "
           f"{device}, {torch.get_num_threads()} threads, {args.reps} reps x {args.epochs - 1} timed epochs, "
           f"{args.clock} clock",
           flush=True)

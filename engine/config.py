@@ -97,9 +97,11 @@ class ProbesConfig:
     saturation_threshold: float = option(1e-3, "|f'(z)| below this counts as saturated", min=0.0, min_open=True)
     sample_rows: int = option(64, "rows of a sampled batch used for activation rate, saturation and z statistics",
                               min=1)
-    sample_every: int = option(32, "sample the first and every N-th training batch of an epoch (1 = every batch)", min=1)
+    sample_every: int = option(64, "sample the first and every N-th training batch of an epoch (1 = every batch)",
+                               min=1)
     gradients: bool = option(True, "mean |g|, L2 norm and max of each weight gradient, per step and per epoch")
-    gradients_every: int = option(16, "measure the gradients on the first and every N-th step of an epoch (1 = every step)", min=1)
+    gradients_every: int = option(32, "measure the gradients on the first and every N-th step of an epoch "
+                                      "(1 = every step)", min=1)
     series_limit: int = option(4096, "per-step values kept between two reads of the series at most", min=1)
     weights: bool = option(True, "update-to-weight ratio per epoch and distance from the initial weights")
     histograms: bool = option(True, "histograms: activation outputs at epoch end, weight gradients at init")

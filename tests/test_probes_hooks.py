@@ -86,3 +86,23 @@ def test_probes_ignore_a_model_without_watched_layers():
     assert probes.init_stats(model, splits(x, torch.zeros(8, dtype=torch.long))) is None
     assert probes.step_stats(1) is None and probes.nonfinite_layer() is None
     probes.detach()
+
+
+def test_a_hot_swap_mid_epoch_keeps_the_epochs_counts(digits_cpu):
+    model = build_model(MLPConfig(input_size=64, hidden_sizes=(16, 16), activation="relu"), seed=0)
+    probes = ProbeSet(ProbesConfig(histograms=False, dead_exact_every=0))
+    probes.attach(model)
+    x, y = digits_cpu.train_x[:256], digits_cpu.train_y[:256]
+
+    def swap(b):
+        if b == 1:  # after two batches: relu (judged by its input) -> tanh (by its output)
+            model.swap_activation("tanh")
+            probes.detach()
+            probes.attach(model)
+
+    train_epoch(model, probes, x, y, batch_size=64, lr=0.01, on_batch=swap)
+    stats = probes.epoch_stats(1, model, splits(x, y))
+    probes.detach()
+    assert probes._zeros.steps == 4  # all four batches count
+    assert stats.layers["act1"]["size"] == 16 and 0 <= stats.layers["act1"]["death_rate"] < 1
+    assert "grad_death_rate" in stats.layers["act2"]

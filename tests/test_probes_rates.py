@@ -43,8 +43,10 @@ def test_zero_counts_keep_segments_apart_and_restart_on_a_new_layout():
     z.add(torch.tensor([0.0, 0.0, 0.0, 2.0, 3.0]), layout)
     values = z.tensors()
     assert z.segment(values, "a").tolist() == [2, 1] and z.segment(values, "b").tolist() == [2, 1, 0]
-    z.add(torch.tensor([0.0]), (("c", 1),))
-    assert z.steps == 1 and z.segment(z.tensors(), "a") is None
+    z.add(torch.tensor([0.0, 0.0, 5.0, 0.0]), (("b", 3), ("c", 1)))  # a hot swap changed the layout
+    values = z.tensors()
+    assert z.steps == 3 and z.segment(values, "a") is None
+    assert z.segment(values, "b").tolist() == [3, 2, 0] and z.segment(values, "c").tolist() == [1]
     z.reset()
     assert z.tensors() == {}
 

@@ -43,7 +43,8 @@ def test_layer_and_step_stats_reach_the_log_and_read_run(tmp_path, digits_cpu):
         assert {"size", "dead_exact", "dead_exact_frac", "dead_live", "activation_rate", "death_rate",
                 "grad_death_rate", "saturation", "z_mean", "z_std"} <= set(last.layers[name])
     for name in ("fc1", "fc2", "out"):
-        assert {"grad_mean_abs", "grad_l2", "grad_max", "update_ratio_log10", "dist_from_init"} <= set(last.layers[name])
+        expected = {"grad_mean_abs", "grad_l2", "grad_max", "update_ratio_log10", "dist_from_init"}
+        assert expected <= set(last.layers[name])
     assert "dead_live" not in init.layers["act1"] and "update_ratio_log10" not in init.layers["fc1"]
     table = runs.read_run(result.run_dir)
     assert [e for e, _ in table.column("act1", "dead_exact")] == [0, 1, 2]

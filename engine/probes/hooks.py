@@ -58,8 +58,8 @@ def hook_count(model: nn.Module) -> int:
     return sum(len(getattr(m, kind, None) or {}) for m in model.modules() for kind in kinds)
 
 
-def inspect_pass(model: nn.Module, x: torch.Tensor, layers: "Iterable[Layer]",
-                 fn: Callable[["Layer", torch.Tensor, torch.Tensor, int], None], *,
+def inspect_pass(model: nn.Module, x: torch.Tensor, layers: Iterable[Layer],
+                 fn: Callable[[Layer, torch.Tensor, torch.Tensor, int], None], *,
                  batch_size: int = 8192, rows: int | None = None) -> None:
     """Run `model` over `x[:rows]` in eval mode without gradients, calling
     `fn(layer, layer_input, layer_output, first_row)` for each watched layer and chunk.

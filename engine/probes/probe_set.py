@@ -100,6 +100,8 @@ class ProbeSet:
     def attach(self, model: nn.Module) -> None:
         """Find the layers and hook them; accumulators of unchanged layers are kept."""
         self.detach()
+        if self._ring is not None:
+            self._count_zeros()  # rows written under the old layout (a hot swap mid-epoch)
         c = self.config
         layers = self._layers = find_layers(model)
         first = next(model.parameters(), None)
@@ -256,9 +258,10 @@ class ProbeSet:
             if ring.full():
                 self._count_zeros()
             ring.write(parts, self._layout)  # the layout object is reused: its check is an identity test
-        for acc in (self._sampled_out, self._sampled_grad):
-            if acc is not None:
-                acc.end_step()
+        if self._sampled:
+            for acc in (self._sampled_out, self._sampled_grad):
+                if acc is not None:
+                    acc.end_step()
         self._steps += 1
         self._epoch_steps += 1
         self._sampled = self._epoch_steps % self.config.sample_every == 0
@@ -427,24 +430,16 @@ class ProbeSet:
         return dict(self._layers.paired_params) if self._layers else {}
 
     @staticmethod
-    def _collect(tensors: Tensors, finish: list, out: Metrics, key: tuple[str, ...], acc: Any, *,
-                 many: bool = False, rename: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> None:
-        """Queue an accumulator's device tensors for the one read-back, and its summary.
-        `many`: the accumulator covers several layers and summarises to {layer: metrics}."""
+    def _collect(tensors: Tensors, finish: list, out: Metrics, key: tuple[str, str], acc: Any) -> None:
+        """Queue one layer's accumulator (`key[-1]` names the layer) for the one read-back,
+        and its summary for after it."""
         own = acc.tensors()
         if not own:
             return
         for k, t in own.items():
             tensors[(*key, k)] = t
-
-        def summarize(host: dict) -> None:
-            result = acc.summarize({k: host[(*key, k)] for k in own})
-            per_layer = result if many else {key[-1]: result}
-            for name, metrics in per_layer.items():
-                for d in drop:
-                    metrics.pop(d, None)
-                out.setdefault((rename or {}).get(name, name), {}).update(metrics)
-        finish.append(summarize)
+        finish.append(lambda host: out.setdefault(key[-1], {}).update(
+            acc.summarize({k: host[(*key, k)] for k in own})))
 
     def _collect_rates(self, tensors: Tensors, finish: list, out: Metrics, key: tuple[str, ...], zeros: ZeroCounts,
                        sampled_out: SampledNonzero | None, sampled_grad: SampledNonzero | None, *,

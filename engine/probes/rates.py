@@ -98,13 +98,7 @@ class ZeroCounts:
         if rows.dim() == 1:
             rows = rows.reshape(1, -1)
         if self.counts is None or layout != self.layout or self.counts.device != rows.device:
-            self.layout = layout
-            self.slices, start = {}, 0
-            for key, width in layout:
-                self.slices[key] = slice(start, start + width)
-                start += width
-            self.counts = torch.zeros(start, dtype=torch.int64, device=rows.device)
-            self.steps = 0
+            self._relayout(layout, rows.device)
         out = sum(width for key, width in layout if _kind(key) == "out")  # the "out" segments lead
         if out == rows.shape[1]:
             zero = rows <= 0
@@ -114,6 +108,23 @@ class ZeroCounts:
             zero = rows == 0
         self.counts += zero.sum(0)
         self.steps += rows.shape[0]
+
+    def _relayout(self, layout: tuple[tuple[Hashable, int], ...], device: torch.device) -> None:
+        """A new layout (a hot swap changed which values a row holds): segments present in
+        both, with the same width, keep their counts; the others start from zero."""
+        slices, start = {}, 0
+        for key, width in layout:
+            slices[key] = slice(start, start + width)
+            start += width
+        counts = torch.zeros(start, dtype=torch.int64, device=device)
+        if self.counts is not None and self.counts.device == counts.device:
+            for key, sl in slices.items():
+                old = self.slices.get(key)
+                if old is not None and old.stop - old.start == sl.stop - sl.start:
+                    counts[sl] = self.counts[old]
+        else:
+            self.steps = 0
+        self.layout, self.slices, self.counts = layout, slices, counts
 
     def reset(self) -> None:
         if self.counts is not None:
