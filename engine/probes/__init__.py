@@ -10,8 +10,10 @@
 - `histograms.py`: fixed-bin histograms of activation outputs and of weight gradients;
 - `nonfinite.py`: the first layer where a NaN or inf appears;
 - `hooks.py`: the hook registry (a context manager that never leaves hooks behind);
+- `step_ring.py`: the per-step rows (one device op per step) that the rates and the
+  non-finite watch read;
 - `layers.py`: which modules are watched and what they are called; `readback.py`: one
-  device-to-host copy per read.
+  device-to-host copy per read; `probe_set.py`: all of it behind the loop's interface.
 """
 
 from __future__ import annotations
