@@ -104,8 +104,9 @@ class LayerStats(Event):
 class StepStats(Event):
     """Per-step series gathered since the previous StepStats (read back once per interval).
 
-    `series` maps a layer name to `{metric: [value per step]}` for steps
-    `first_step .. first_step + len - 1`.
+    `series` maps a layer name to `{metric: [value per measured step]}`. The probes measure
+    the first step of each epoch and then every `probes.gradients_every`-th step, so the
+    values are not consecutive steps; `first_step` is the first measured one.
     """
 
     epoch: int
