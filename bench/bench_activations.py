@@ -7,7 +7,7 @@ Two measurements, each interleaved round by round after a warm-up (see
    at the first hidden layer) and (4096, 512), in three forms: actlab's module, PyTorch's
    built-in where there is one, and the naive textbook formula (`reference_formula`). Also
    whether each form's outputs and gradients stay finite on [-1e4, 1e4].
-2. the engine's epoch function (`TrainingRun._train_epoch`: MLP 784-512-256-256-128-10, SGD
+2. the engine's epoch function (`TrainingRun.train_epoch`: MLP 784-512-256-256-128-10, SGD
    0.01 / 0.9, batch 256, probes off) over the first --batches x 256 FashionMNIST training
    images, per activation, as the median of per-round ratios to ReLU's epoch.
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = bm.bench_json(result)
     payload.update({"benchmark": "activations", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "seconds": time.time() - started, "threads": torch.get_num_threads(), "target": TARGET,
-                    "timed": "table: one forward+backward call; epochs: TrainingRun._train_epoch over "
+                    "timed": "table: one forward+backward call; epochs: TrainingRun.train_epoch over "
                              f"{args.batches} batches (no validation)"})
     out.write_text(json.dumps(payload, indent=2))
     print(f"results: {out.relative_to(REPO)}")

@@ -7,7 +7,7 @@ partial one dropped), ReLU, MLP 784-512-256-256-128-10, SGD lr 0.01 momentum 0.9
    `ToTensor` + `Normalize` transforms, `random_split` 50,000 / 10,000,
    `DataLoader(batch_size=256, shuffle=True, drop_last=True)`, each batch moved to the
    device, then zero_grad / forward / cross-entropy / backward / step (default SGD).
-2. engine: actlab's own epoch function, `TrainingRun._train_epoch`, on the same data
+2. engine: actlab's own epoch function, `TrainingRun.train_epoch`, on the same data
    preloaded as tensors, probes off. It is the loop `actlab run` runs: batching, optimizer,
    loss/accuracy sums, command checks, events, probe hooks. Not timed: validation, the
    checkpoint writes.
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "train", "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": time.time() - started,
         "machine": bm.machine_info(device), "data": note, "steps": steps, "batch": BATCH, "clock": args.clock,
         "rounds": args.rounds, "warmup": args.warmup,
-        "timed": {"tutorial": "one epoch of the DataLoader loop", "engine": "TrainingRun._train_epoch, probes off",
-                  "engine+probes": "TrainingRun._train_epoch with the default probes (per-step work)",
+        "timed": {"tutorial": "one epoch of the DataLoader loop", "engine": "TrainingRun.train_epoch, probes off",
+                  "engine+probes": "TrainingRun.train_epoch with the default probes (per-step work)",
                   "probes_epoch_stats": "ProbeSet.epoch_stats after that epoch (timed apart)",
                   "gemm": "the 14 torch.mm per step of the 195 steps"},
         "samples": samples, "probes_epoch_stats": probe_stats, "summaries": summaries, "ratios": ratios,

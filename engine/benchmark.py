@@ -17,7 +17,7 @@ What is measured:
   shapes, in three forms: actlab's module, PyTorch's built-in where one exists, and the
   textbook formula as tutorials write it (`activations.reference_formula`); plus whether
   each form stays finite (outputs and gradients) on [-1e4, 1e4].
-- `time_activation_epochs`: the engine's own epoch function (`TrainingRun._train_epoch`,
+- `time_activation_epochs`: the engine's own epoch function (`TrainingRun.train_epoch`,
   with its batching, optimizer, events and probe hooks) for each activation on data of
   FashionMNIST's shape, as a ratio to ReLU's.
 """
@@ -316,7 +316,7 @@ def fashion_shaped_data(rows: int, *, device: torch.device | str = "cpu", seed: 
 class EpochTimer:
     """A `TrainingRun` set up on given data, whose epoch function can be called repeatedly.
 
-    Each call runs `TrainingRun._train_epoch` from the first batch: the engine's real loop
+    Each call runs `TrainingRun.train_epoch` from the first batch: the engine's real loop
     (batching, optimizer, commands, events, probe hooks), nothing copied. Validation and the
     per-epoch probe statistics are not part of it; `epoch_stats()` times the latter.
     Use as a context manager: the run folder (a temporary one) is removed on exit.
@@ -327,18 +327,18 @@ class EpochTimer:
 
         self._tmp = tempfile.mkdtemp(prefix="actlab-bench-")
         self.run = TrainingRun(config.replace(**{"run.runs_dir": self._tmp}), data=data, probes=probes)
-        self.run._setup()
-        self.run._probes.attach(self.run.model)
+        self.run.prepare()
+        self.run.probes.attach(self.run.model)
         self.epoch = 0
 
     def __call__(self) -> None:
         self.epoch += 1
         self.run.progress.batch = 0
-        self.run._train_epoch(self.epoch)
+        self.run.train_epoch(self.epoch)
 
     def epoch_stats(self) -> None:
         """The probes' end-of-epoch work (full passes over the training split)."""
-        self.run._probes.epoch_stats(self.epoch, self.run.model, self.run.data)
+        self.run.epoch_stats(self.epoch)
 
     @property
     def steps(self) -> int:
@@ -347,9 +347,9 @@ class EpochTimer:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.run._probes.detach()
+            self.run.probes.detach()
         with contextlib.suppress(Exception):
-            self.run._close()
+            self.run.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> "EpochTimer":
@@ -369,12 +369,10 @@ def engine_config(device: torch.device | str = "cpu", activation: str = "relu", 
 
 
 def default_probes(config: Any) -> Any:
-    """The probe set of `config.probes`, or None when the probes package is not available."""
-    try:
-        from .probes import build_probes
-    except ImportError:
-        return None
-    return build_probes(config.probes)
+    """The probe set of `config.probes` (the front door's)."""
+    from .lab import build_probes
+
+    return build_probes(config)
 
 
 @contextlib.contextmanager

@@ -259,7 +259,7 @@ def _find_line(text: str | None, section: str, key: str | None) -> int | None:
     return None
 
 
-def _where(source: str, text: str | None, section: str, key: str | None) -> str:
+def locate_key(source: str, text: str | None, section: str, key: str | None) -> str:
     line = _find_line(text, section, key)
     return f"{source}:{line}" if line else source
 
@@ -273,7 +273,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config", text: s
         cls = SECTIONS.get(section_name)
         if cls is None:
             raise ConfigError(
-                f"{_where(source, text, section_name, None)}: unknown section [{section_name}]; "
+                f"{locate_key(source, text, section_name, None)}: unknown section [{section_name}]; "
                 f"{_suggest(section_name, list(SECTIONS))}valid sections: {', '.join(SECTIONS)}")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: {section_name} must be a table [{section_name}]")
@@ -283,13 +283,13 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config", text: s
             f = fields.get(key)
             if f is None:
                 raise ConfigError(
-                    f"{_where(source, text, section_name, key)}: unknown key {section_name}.{key}; "
+                    f"{locate_key(source, text, section_name, key)}: unknown key {section_name}.{key}; "
                     f"{_suggest(key, list(fields))}valid keys in [{section_name}]: {', '.join(fields)}")
             try:
                 kwargs[key] = _check_value(f, value)
             except ValueError as exc:
                 raise ConfigError(
-                    f"{_where(source, text, section_name, key)}: {section_name}.{key} = {_short(value)}: {exc}"
+                    f"{locate_key(source, text, section_name, key)}: {section_name}.{key} = {_short(value)}: {exc}"
                 ) from None
         sections[section_name] = cls(**kwargs)
     return LabConfig(**sections)

@@ -33,10 +33,15 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from .device import resolve_device
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from .config import LabConfig
 
 DATASET_NAMES = ("fashion-mnist", "mnist", "digits", "blobs")
 NORMALIZATIONS = ("dataset", "half")  # the train split's own mean/std, or fixed (0.5, 0.5)
@@ -368,3 +373,21 @@ def _one_line(exc: BaseException) -> str:
     """The most specific line of an exception message (torchvision's are multi-line)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def load_config_data(config: "LabConfig", device: torch.device | str | None = None) -> DataSplits:
+    """The config's dataset as device tensors; a bad data folder names the key or variable behind it."""
+    d = config.data
+    device = resolve_device(config.run.device) if device is None else torch.device(device)
+    try:
+        return load_dataset(d.dataset, device=device, seed=config.run.seed, val_size=d.val_size,
+                            normalization=d.normalization, source=d.source or None,
+                            cache_dir=d.cache_dir or None, fallback=d.fallback)
+    except DataError as exc:
+        if d.source:
+            raise DataError(f"data.source = {d.source!r}: {exc}") from None
+        if os.environ.get("ACTLAB_DATA") and d.dataset in ("fashion-mnist", "mnist"):
+            raise DataError(f"ACTLAB_DATA={os.environ['ACTLAB_DATA']}: {exc}") from None
+        if d.cache_dir:
+            raise DataError(f"data.cache_dir = {d.cache_dir!r}: {exc}") from None
+        raise

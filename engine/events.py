@@ -98,6 +98,7 @@ class LayerStats(Event):
     epoch: int
     layers: dict[str, dict[str, float]]
     histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # layer -> actlab.engine.metrics.LAYER_KINDS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,9 +69,6 @@ class MLP(nn.Module):
         """Names of the activation modules, first hidden layer first."""
         return [f"act{i}" for i in range(1, len(self.config.hidden_sizes) + 1)]
 
-    def linear_layers(self) -> list[tuple[str, nn.Linear]]:
-        return [(name, m) for name, m in self.layers.named_children() if isinstance(m, nn.Linear)]
-
     def swap_activation(self, name: str, **activation_config: Any) -> None:
         """Replace every activation module in place; Linear weights are untouched.
 

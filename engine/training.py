@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import queue
 import threading
 import time
 import traceback
@@ -33,59 +31,19 @@ from torch import nn
 from . import runs
 from .checkpoints import load_weights, model_config_of, read_checkpoint, remove_stale_temps, save_checkpoint
 from .config import LabConfig, check_names
-from .data import DataSplits, load_dataset
+from .data import DataSplits, load_config_data
 from .device import describe_device, resolve_device
 from .errors import CheckpointError, DataError, StorageError, UserError
 from .events import (ActivationSwapped, BatchProgress, CheckpointSaved, Consumer, EpochDone, Event, EventBus,
                      EventLog, LayerStats, RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
+from .control import Command, RunControl
 from .model import MLP, MLPConfig, count_parameters
+from .probes.base import NoProbes, Probes
 
 #: check the running loss for NaN/inf every this many batches (one device sync each)
 FINITE_CHECK_EVERY = 32
 #: at most this many EpochDone events kept in memory (long runs stay flat)
 HISTORY_LIMIT = 1000
-
-
-# --- commands ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Command:
-    kind: str  # "pause", "resume", "stop", "save", "swap"
-    args: dict[str, Any] = field(default_factory=dict)
-
-
-class RunControl:
-    """Thread-safe remote control of a run; commands apply between batches."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
-
-    def pause(self) -> None:
-        self._queue.put(Command("pause"))
-
-    def resume(self) -> None:
-        self._queue.put(Command("resume"))
-
-    def stop(self, status: str = "stopped") -> None:
-        """End the run after the current batch; status "stopped" or "interrupted"."""
-        self._queue.put(Command("stop", {"status": status}))
-
-    def save(self) -> None:
-        self._queue.put(Command("save"))
-
-    def swap_activation(self, name: str, **config: Any) -> None:
-        """Queue a hot swap; an unknown name raises ValueError here, in the caller's thread."""
-        from .activations import canonical_name
-
-        self._queue.put(Command("swap", {"name": canonical_name(name), "config": config}))
-
-    def get(self, timeout: float | None = None) -> Command | None:
-        try:
-            if timeout is None:
-                return self._queue.get_nowait()
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
 
 class _Stop(Exception):
@@ -96,25 +54,6 @@ class _Stop(Exception):
 
 class _Diverged(Exception):
     pass
-
-
-# --- probes interface -------------------------------------------------------------------
-
-class NoProbes:
-    """The probe hooks the loop calls; this one does nothing (probes off)."""
-
-    def attach(self, model: nn.Module) -> None: ...
-    def detach(self) -> None: ...
-    def init_stats(self, model: nn.Module, data: DataSplits) -> LayerStats | None: return None
-    def epoch_start(self, epoch: int) -> None: ...
-    def after_backward(self, model: nn.Module) -> None: ...
-    def after_step(self, model: nn.Module) -> None: ...
-    def epoch_stats(self, epoch: int, model: nn.Module, data: DataSplits) -> LayerStats | None: return None
-    def step_stats(self, epoch: int) -> StepStats | None: return None
-    def nonfinite_layer(self) -> str | None: return None
-
-    def set_run_id(self, run_id: str) -> None:
-        self.run_id = run_id
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -224,7 +163,7 @@ class TrainingRun:
     """
 
     def __init__(self, config: LabConfig, *, consumers: Iterable[Consumer] = (), control: RunControl | None = None,
-                 data: DataSplits | None = None, probes: Any = None, resume_dir: str | Path | None = None,
+                 data: DataSplits | None = None, probes: Probes | None = None, resume_dir: str | Path | None = None,
                  step_stats_interval: float = 0.5) -> None:
         self.config = config
         self.control = control or RunControl()
@@ -244,7 +183,8 @@ class TrainingRun:
 
     # -- setup -----------------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def prepare(self) -> None:
+        """Build or restore everything the first step needs (model, optimizer, data, run folder, log)."""
         check_names(self.config)
         self.device = resolve_device(self.config.run.device)
         resumed = self._resume_dir is not None
@@ -258,7 +198,7 @@ class TrainingRun:
             if last.exists() or last.is_symlink():
                 checkpoint = read_checkpoint(last, map_location="cpu")
         if self._data is None:
-            self._data = _load_data(self.config, self.device)
+            self._data = load_config_data(self.config, self.device)
         self.data = self._data
         if self.data.train_x.device != self.device:
             self.data = dataclasses.replace(
@@ -289,9 +229,20 @@ class TrainingRun:
         except OSError as exc:
             raise UserError(f"{self.run_dir}: cannot write the run log ({exc.strerror or exc})") from None
         self.bus.subscribe(self._log)
-        if self._probes is None:
-            self._probes = NoProbes()
+        if self._probes is None:  # probes follow the config unless the caller chose
+            from .probes import build_probes
+
+            self._probes = build_probes(self.config.probes)
         self._probes.set_run_id(self.run_id)
+
+    @property
+    def probes(self) -> Probes:
+        """The probe set this run calls (set by `prepare`)."""
+        return self._probes
+
+    def epoch_stats(self, epoch: int) -> LayerStats | None:
+        """The probes' end-of-epoch statistics for `epoch` (full passes; no event emitted)."""
+        return self._probes.epoch_stats(epoch, self.model, self.data)
 
     def _restore(self, ck: dict[str, Any]) -> None:
         path = runs.checkpoint_path(self.run_dir)
@@ -415,7 +366,7 @@ class TrainingRun:
 
     # -- the loop --------------------------------------------------------------------
 
-    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
         data, model, p = self.data, self.model, self.progress
         n = data.train_x.shape[0]
         batch_size = min(self.config.train.batch_size, n)
@@ -516,7 +467,7 @@ class TrainingRun:
         started = time.monotonic()
         status, message = "finished", ""
         try:
-            self._setup()
+            self.prepare()
             self._announce()
             self._probes.attach(self.model)
             if self.progress.epoch == 0 and self.progress.batch == 0:
@@ -550,7 +501,7 @@ class TrainingRun:
             epoch = p.epoch + 1
             epoch_started = time.monotonic()
             try:
-                train_loss, train_acc = self._train_epoch(epoch)
+                train_loss, train_acc = self.train_epoch(epoch)
             except _Stop as stop:
                 try:
                     self._save(runs.LAST, "interrupt" if stop.status == "interrupted" else "manual")
@@ -611,7 +562,7 @@ class TrainingRun:
         self.bus.emit(RunFinished(run_id=self.run_id, status=status, epochs_run=p.epoch, best_epoch=p.best_epoch,
                                   best_val_acc=max(p.best_val_acc, 0.0), test_acc=test_acc, test_loss=test_loss,
                                   seconds=time.monotonic() - started, message=message))
-        self._close()
+        self.close()
         return RunResult(self.run_id, self.run_dir, status, p.epoch, p.best_epoch, max(p.best_val_acc, 0.0),
                          test_acc, test_loss, list(self.history), message)
 
@@ -626,33 +577,17 @@ class TrainingRun:
             self.bus.emit(event)
         except Exception:  # a consumer that broke (e.g. a closed terminal) must not turn a failure into a crash
             pass
-        self._close()
+        self.close()
         p = getattr(self, "progress", _Progress())
         result = RunResult(self.run_id, self.run_dir or Path("."), "failed", p.epoch, p.best_epoch,
                            max(p.best_val_acc, 0.0), None, None, list(self.history), error)
         result.exception = exc  # type: ignore[attr-defined]
         return result
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the event log (the run folder stays)."""
         if self._log is not None:
             self._log.close()
-
-
-def _load_data(config: LabConfig, device: torch.device) -> DataSplits:
-    """The run's dataset; a bad data folder names the key (or env var) that pointed there."""
-    d = config.data
-    try:
-        return load_dataset(d.dataset, device=device, seed=config.run.seed, val_size=d.val_size,
-                            normalization=d.normalization, source=d.source or None,
-                            cache_dir=d.cache_dir or None, fallback=d.fallback)
-    except DataError as exc:
-        if d.source:
-            raise DataError(f"data.source = {d.source!r}: {exc}") from None
-        if os.environ.get("ACTLAB_DATA") and d.dataset in ("fashion-mnist", "mnist"):
-            raise DataError(f"ACTLAB_DATA={os.environ['ACTLAB_DATA']}: {exc}") from None
-        if d.cache_dir:
-            raise DataError(f"data.cache_dir = {d.cache_dir!r}: {exc}") from None
-        raise
 
 
 def _check_fits_data(model_config: MLPConfig, data: DataSplits, path: Path) -> None:
@@ -661,14 +596,3 @@ def _check_fits_data(model_config: MLPConfig, data: DataSplits, path: Path) -> N
         raise CheckpointError(
             f"{path}: the checkpoint's model takes {model_config.input_size} inputs and {model_config.num_classes} "
             f"classes, but the run's dataset {data.name} has {data.input_size} inputs and {data.num_classes} classes")
-
-
-def train(config: LabConfig, **kwargs: Any) -> RunResult:
-    """Start a fresh run of `config` and train it to the end."""
-    return TrainingRun(config, **kwargs).run()
-
-
-def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
-    """Continue an interrupted run from its last checkpoint."""
-    config = runs.read_config(Path(run_dir))
-    return TrainingRun(config, resume_dir=run_dir, **kwargs).run()

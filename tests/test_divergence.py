@@ -13,7 +13,8 @@ from actlab.engine import runs
 from actlab.engine.checkpoints import load_checkpoint
 from actlab.engine.config import load_config
 from actlab.engine.events import BatchProgress, CheckpointSaved, RunFinished, read_events
-from actlab.engine.training import RunControl, TrainingRun
+from actlab.engine.control import RunControl
+from actlab.engine.training import TrainingRun
 from actlab.tui import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from actlab.engine.activations import create_activation
 from actlab.engine.config import LabConfig
 from actlab.engine.events import BatchProgress
-from actlab.engine.training import RunControl, TrainingRun, make_optimizer, resume
+from actlab.engine.control import RunControl
+from actlab.engine.lab import resume_run
+from actlab.engine.training import TrainingRun, make_optimizer
 
 
 def _config(tmp_path, **overrides) -> LabConfig:
@@ -87,7 +89,7 @@ def test_swaps_that_add_and_remove_learned_slopes_keep_training_and_saving(tmp_p
     result = TrainingRun(config, consumers=[consumer], control=control, data=digits_cpu).run()
     assert result.status == "finished", result.message
     assert result.test_acc is not None and result.test_acc > 0.5
-    again = resume(result.run_dir, data=digits_cpu)  # the checkpoints load into a fresh optimizer
+    again = resume_run(result.run_dir, data=digits_cpu).run()  # the checkpoints load into a fresh optimizer
     assert again.status in ("finished", "early-stopped")
 
 

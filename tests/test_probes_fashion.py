@@ -1,7 +1,7 @@
-"""The reference's initialisation diagnostics on real FashionMNIST (REFERENCE.md section 3).
+"""The reference's initialisation diagnostics on real FashionMNIST (shared/REFERENCE.md section 3).
 
 Forward passes and one gradient batch only: seconds, not minutes. Per-layer numbers are in
-engine/probes/README_SECTION.md next to the reference's.
+README.md ("Per-layer probes") next to the reference's.
 """
 
 from __future__ import annotations

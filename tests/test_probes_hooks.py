@@ -9,7 +9,7 @@ from torch import nn
 from actlab.engine.config import ProbesConfig
 from actlab.engine.model import MLPConfig, build_model
 from actlab.engine.probes import HookRegistry, ProbeSet, build_probes, find_layers, hook_count
-from actlab.engine.training import NoProbes
+from actlab.engine.probes import NoProbes
 
 from probe_helpers import SmallCNN, splits, train_epoch
 

@@ -9,7 +9,8 @@ from actlab.engine import runs
 from actlab.engine.config import LabConfig
 from actlab.engine.events import LayerStats, StepStats, read_events
 from actlab.engine.probes import build_probes, hook_count
-from actlab.engine.training import RunControl, TrainingRun
+from actlab.engine.control import RunControl
+from actlab.engine.training import TrainingRun
 
 
 def _config(tmp_path, **overrides) -> LabConfig:

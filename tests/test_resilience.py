@@ -20,7 +20,9 @@ from actlab.engine.checkpoints import remove_stale_temps, save_checkpoint
 from actlab.engine.config import load_config
 from actlab.engine.events import EpochDone, EventBus, EventLog, RunFinished, RunStarted, read_events
 from actlab.engine.runs import read_run
-from actlab.engine.training import RunControl, TrainingRun, resume
+from actlab.engine.control import RunControl
+from actlab.engine.lab import resume_run
+from actlab.engine.training import TrainingRun
 from actlab.tui import cli
 from actlab.tui.headless import HeadlessPrinter
 
@@ -113,7 +115,7 @@ def test_stop_before_the_first_batch_of_an_epoch_resumes_bit_identical(tmp_path,
     assert part.status == "interrupted"
     ck = torch.load(runs.checkpoint_path(part.run_dir), weights_only=True)
     assert (ck["epoch"], ck["progress"]["batch"]) == (1, 0) and ck["progress"]["shuffle_state"] is not None
-    resumed = resume(part.run_dir, data=digits_cpu)
+    resumed = resume_run(part.run_dir, data=digits_cpu).run()
     assert _metrics(resumed) == _metrics(full)[1:] and resumed.test_acc == full.test_acc
 
 

@@ -12,7 +12,9 @@ from actlab.engine.checkpoints import load_checkpoint
 from actlab.engine.config import LabConfig
 from actlab.engine.events import (ActivationSwapped, BatchProgress, CheckpointSaved, EpochDone, RunFinished,
                                   RunStarted, StateChanged, read_events)
-from actlab.engine.training import RunControl, TrainingRun, evaluate, resume
+from actlab.engine.control import RunControl
+from actlab.engine.lab import resume_run
+from actlab.engine.training import TrainingRun, evaluate
 
 
 def _config(tmp_path, **overrides) -> LabConfig:
@@ -119,7 +121,7 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, digits_cpu):
 
     part = TrainingRun(config, consumers=[stopper], control=control, data=digits_cpu).run()
     assert part.status == "interrupted" and part.epochs_run == 1
-    resumed = resume(part.run_dir, data=digits_cpu)
+    resumed = resume_run(part.run_dir, data=digits_cpu).run()
     assert resumed.status == "finished"
     key = lambda r: [(e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc) for e in r.history]
     assert key(resumed) == key(full)[1:]

@@ -67,7 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batches of 256 per timed training epoch (default 60)")
     bench.add_argument("--no-epochs", action="store_true", help="only the forward+backward table")
     bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    for module in _command_modules():
+        module.add_parser(sub)
     return parser
+
+
+#: subcommands that live in modules of their own; each module has `NAME`,
+#: `add_parser(subparsers)` and `run(args) -> exit code`, and imports heavy things inside `run`
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _command_modules() -> list:
+    import importlib
+
+    return [importlib.import_module(f"actlab.tui.{name}") for name in COMMAND_MODULES]
 
 
 OVERRIDE_FLAGS = {"activation": "model.activation", "epochs": "train.epochs", "dataset": "data.dataset",
@@ -113,14 +126,14 @@ def _restore_signal_handlers(previous: dict) -> None:
 
 
 def cmd_run_headless(args: argparse.Namespace) -> int:
+    from actlab.engine import lab
     from actlab.engine.config import check_names
     from actlab.engine.errors import UserError
     from actlab.engine.runs import checkpoint_path
-    from actlab.engine.training import RunControl, TrainingRun, resume
 
     from .headless import HeadlessPrinter
 
-    control = RunControl()
+    control = lab.RunControl()
     previous: dict = {}
     received = _install_signal_handlers(control, previous)
     printer = HeadlessPrinter(verbose=args.verbose)
@@ -129,16 +142,15 @@ def cmd_run_headless(args: argparse.Namespace) -> int:
             if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config")):
                 raise UserError("--resume continues a run with its own config; drop --config and the other overrides")
             run_dir = _resume_dir(args.resume)
-            probes = _probes_for(None, run_dir)
             if not checkpoint_path(run_dir).exists():
                 printer.note(f"{run_dir} has no checkpoint yet (stopped before its first epoch ended); "
                              "training it from the start")
-            result = resume(run_dir, consumers=[printer], control=control, probes=probes)
+            result = lab.resume_run(run_dir, consumers=[printer], control=control).run()
         else:
             config = load_lab_config(args)
             where = "--activation" if args.activation is not None else _config_where(args, "model", "activation")
             check_names(config, source=where)
-            result = TrainingRun(config, consumers=[printer], control=control, probes=_probes_for(config)).run()
+            result = lab.open_run(config, consumers=[printer], control=control).run()
     finally:
         _restore_signal_handlers(previous)
     exc = getattr(result, "exception", None)
@@ -159,10 +171,10 @@ def _config_where(args: argparse.Namespace, section: str, key: str) -> str:
     """`FILE:LINE` of a key in the config file this run read (`FILE` where the line is unknown)."""
     path = args.config or "lab.toml"
     try:
-        from actlab.engine.config import _where
+        from actlab.engine.config import locate_key
 
-        return _where(str(path), Path(path).read_text(encoding="utf-8"), section, key)
-    except (OSError, UnicodeDecodeError, ImportError):
+        return locate_key(str(path), Path(path).read_text(encoding="utf-8"), section, key)
+    except (OSError, UnicodeDecodeError):
         return str(path)
 
 
@@ -258,19 +270,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return run_app(LabApp(WatchFeed(run_dir), config=config))
 
 
-def _probes_for(config, run_dir: str | None = None):
-    """The probe set the config asks for (None while the probes module is absent)."""
-    try:
-        from actlab.engine.probes import build_probes
-    except ImportError:
-        return None
-    if config is None:
-        from actlab.engine.runs import read_config
-
-        config = read_config(Path(run_dir))
-    return build_probes(config.probes)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     """The activation table for this machine's device (see actlab.engine.benchmark)."""
     import json
@@ -316,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_inspect(args)
         if args.command == "bench":
             return cmd_bench(args)
+        for module in _command_modules():
+            if args.command == module.NAME:
+                return module.run(args)
     except UserError as exc:
         print(f"actlab: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -191,26 +191,21 @@ class TorchEngine:
         return canonical_name(name)
 
     def load_data(self, config: Any) -> Any:
-        """The splits every run of the session shares (loaded once, as `TrainingRun` would)."""
-        from actlab.engine.data import load_dataset
-        from actlab.engine.device import resolve_device
+        """The splits every run of the session shares (loaded once, through the front door)."""
+        from actlab.engine import lab
 
-        d = config.data
-        return load_dataset(d.dataset, device=resolve_device(config.run.device), seed=config.run.seed,
-                            val_size=d.val_size, normalization=d.normalization, source=d.source or None,
-                            cache_dir=d.cache_dir or None, fallback=d.fallback)
+        return lab.load_data(config)
 
     def new_control(self) -> Any:
-        from actlab.engine.training import RunControl
+        from actlab.engine.control import RunControl
 
         return RunControl()
 
     def new_run(self, config: Any, *, consumers: list[Sink], control: Any, data: Any) -> Any:
-        from actlab.engine.training import TrainingRun
+        """A fresh run with the probes its config asks for (the same as a headless run's)."""
+        from actlab.engine import lab
 
-        from .cli import _probes_for  # the same probe set a headless run gets, fresh per run
-
-        return TrainingRun(config, consumers=consumers, control=control, data=data, probes=_probes_for(config))
+        return lab.open_run(config, consumers=consumers, control=control, data=data)
 
 
 # --- live ---------------------------------------------------------------------------------------

@@ -20,22 +20,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from .base import NoProbes, Probes
 from .dead import ExactDead, exact_dead_counts
 from .hooks import HookRegistry, hook_count, inspect_pass
 from .layers import Layer, LayerMap, find_layers
 from .probe_set import ProbeSet
 
-__all__ = ["ExactDead", "HookRegistry", "Layer", "LayerMap", "ProbeSet", "build_probes", "exact_dead_counts",
+__all__ = ["ExactDead", "NoProbes", "Probes", "HookRegistry", "Layer", "LayerMap", "ProbeSet", "build_probes", "exact_dead_counts",
            "find_layers", "hook_count", "inspect_pass"]
 
 
-def build_probes(config: Any = None) -> Any:
+def build_probes(config: Any = None) -> Probes:
     """The probe set a `ProbesConfig` asks for; the loop's no-op `NoProbes` when disabled."""
     from ..config import ProbesConfig
 
     config = config if config is not None else ProbesConfig()
     if not config.enabled:
-        from ..training import NoProbes
-
         return NoProbes()
     return ProbeSet(config)

@@ -1,7 +1,7 @@
 """Dead neurons, the reference's headline number.
 
 A neuron is *dead* when its activation output is exactly zero for every sample of the
-training split (REFERENCE.md section 3). Two counts:
+training split (shared/REFERENCE.md section 3). Two counts:
 
 - exact (`ExactDead`, `exact_dead_counts`): a no-grad, eval-mode pass over the whole split
   after an epoch (and at initialisation), costing one forward pass over the training data;

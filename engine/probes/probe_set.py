@@ -49,7 +49,7 @@ Metrics = dict[str, dict[str, float]]
 
 
 class ProbeSet:
-    """All configured probes on one model. See engine/probes/README_SECTION.md for the metrics."""
+    """All configured probes on one model. README.md, "Per-layer probes", lists the metrics."""
 
     def __init__(self, config: ProbesConfig | None = None) -> None:
         self.config = config or ProbesConfig()

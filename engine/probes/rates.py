@@ -1,6 +1,6 @@
 """Activation and death rates, from layer outputs and from parameter gradients.
 
-The two definitions follow monitorch's lenses (REFERENCE.md section 4):
+The two definitions follow monitorch's lenses (the reference experiments, shared/REFERENCE.md section 4):
 
 - Output based (monitorch's OutputActivation): an output is *active* when it is not
   exactly zero. A neuron (a feature, or a channel of a conv layer) is *dead on a batch* when

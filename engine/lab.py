@@ -1,0 +1,75 @@
+"""The front door of the engine: everything that opens, resumes or reads a run comes here.
+
+The CLI, the app's live and watch feeds, the benchmarks and the study workers all build
+runs through these functions, so a run is assembled one way only: the config's dataset
+loaded with the config's recipe, the probes the config asks for, a fresh or resumed run
+folder, the caller's consumers and control.
+
+    from actlab.engine import lab
+    run = lab.open_run(config, consumers=[print])
+    result = run.run()
+    table = lab.read_run(result.run_dir)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from . import runs
+from .activations import ActivationInfo, activation_info, activation_names
+from .config import LabConfig
+from .control import RunControl
+from .data import DataSplits, load_config_data
+from .events import Consumer
+from .probes import build_probes as _build_probe_set
+from .probes.base import Probes
+from .runs import RunTable
+from .training import TrainingRun
+
+__all__ = ["activation_catalogue", "build_probes", "load_data", "open_run", "read_run", "read_run_config",
+           "resume_run", "RunControl", "RunTable", "TrainingRun"]
+
+
+def load_data(config: LabConfig, device: torch.device | str | None = None) -> DataSplits:
+    """The config's dataset as device tensors; a bad data folder names the key or variable behind it."""
+    return load_config_data(config, device)
+
+
+def build_probes(config: LabConfig) -> Probes:
+    """A fresh probe set as `config.probes` asks (a do-nothing one when probes are disabled)."""
+    return _build_probe_set(config.probes)
+
+
+def open_run(config: LabConfig, *, consumers: Iterable[Consumer] = (), control: RunControl | None = None,
+             data: DataSplits | None = None, probes: Probes | None = None) -> TrainingRun:
+    """A fresh run of `config`, ready to `.run()`; probes follow the config unless given."""
+    return TrainingRun(config, consumers=consumers, control=control, data=data,
+                       probes=probes if probes is not None else build_probes(config))
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> LabConfig:
+    """The config a run folder trained with (its config.json, checked like lab.toml)."""
+    return runs.read_config(Path(run_dir))
+
+
+def resume_run(run_dir: str | os.PathLike[str], *, consumers: Iterable[Consumer] = (),
+               control: RunControl | None = None, data: DataSplits | None = None,
+               probes: Probes | None = None) -> TrainingRun:
+    """The run in `run_dir`, continued from its last checkpoint with its own config."""
+    config = read_run_config(run_dir)
+    return TrainingRun(config, consumers=consumers, control=control, data=data, resume_dir=run_dir,
+                       probes=probes if probes is not None else build_probes(config))
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> RunTable:
+    """A run folder tabulated from its event log (read-only; a torn last line is tolerated)."""
+    return runs.read_run(run_dir)
+
+
+def activation_catalogue() -> list[ActivationInfo]:
+    """Every registered activation, the lab's ten first (the app's key order)."""
+    return [activation_info(name) for name in activation_names()]
