@@ -205,15 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         engine_probes = bm.EpochTimer(probes_config, splits, probes)
         now = bm.clock_function(args.clock)
 
-        def with_probes() -> None:
-            engine_probes()
+        def epoch_end_stats() -> None:  # run by interleave after each (3) sample, outside it
             bm.synchronize(device)
-            start = now()  # the epoch-end statistics: timed apart, outside this variant's sample
+            start = now()
             engine_probes.epoch_stats()
             bm.synchronize(device)
             probe_stats.append(now() - start)
 
-        variants["engine+probes"] = with_probes
+        variants["engine+probes"] = engine_probes
     else:
         log("  actlab.engine.probes is not importable: (3) engine+probes unavailable")
     variants["gemm"] = gemm_epoch(steps, device)
@@ -221,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         samples = bm.interleave(variants, rounds=args.rounds, warmup=args.warmup, device=device, clock=args.clock,
-                                progress=lambda m: log(f"  {m} done ({time.time() - started:.0f} s)"))
+                                progress=lambda m: log(f"  {m}"),
+                                after={"engine+probes": epoch_end_stats} if engine_probes is not None else None)
     finally:
         engine.close()
         if engine_probes is not None:

@@ -69,16 +69,23 @@ def clock_function(clock: str) -> Callable[[], float]:
 
 def interleave(variants: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 1,
                device: torch.device | str = "cpu", clock: str = "wall",
-               progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+               progress: Callable[[str], None] | None = None,
+               after: Mapping[str, Callable[[], Any]] | None = None) -> dict[str, list[float]]:
     """Seconds per call of each variant: `rounds` samples each, taken round by round.
 
     Every round times each variant once; the order rotates from round to round so that no
     variant always follows the same neighbour. The first `warmup` rounds are not kept.
+    `after[name]`, when given, runs right after each sample of `name`, outside its timing
+    (work that belongs with the variant but is measured apart, e.g. epoch-end statistics).
+    `progress` gets one line per round with the elapsed seconds and an estimate of the rest.
     """
     now = clock_function(clock)
     names = list(variants)
+    after = after or {}
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(warmup + rounds):
+    began = time.perf_counter()
+    total = warmup + rounds
+    for r in range(total):
         shift = r % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
             synchronize(device)
@@ -88,8 +95,13 @@ def interleave(variants: Mapping[str, Callable[[], Any]], *, rounds: int, warmup
             elapsed = now() - start
             if r >= warmup:
                 samples[name].append(elapsed)
+            if name in after:
+                after[name]()
         if progress is not None:
-            progress(f"round {r + 1 - warmup}/{rounds}" if r >= warmup else f"warm-up {r + 1}/{warmup}")
+            spent = time.perf_counter() - began
+            eta = spent / (r + 1) * (total - r - 1)
+            label = f"round {r + 1 - warmup}/{rounds}" if r >= warmup else f"warm-up {r + 1}/{warmup}"
+            progress(f"{label} ({spent:.0f} s, about {eta:.0f} s left)")
     return samples
 
 
