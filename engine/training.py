@@ -39,6 +39,7 @@ from .events import (ActivationSwapped, BatchProgress, CheckpointSaved, Consumer
 from .control import Command, RunControl
 from .model import MLP, MLPConfig, count_parameters
 from .probes.base import NoProbes, Probes
+from .summary import SummaryWriter
 
 #: check the running loss for NaN/inf every this many batches (one device sync each)
 FINITE_CHECK_EVERY = 32
@@ -229,6 +230,7 @@ class TrainingRun:
         except OSError as exc:
             raise UserError(f"{self.run_dir}: cannot write the run log ({exc.strerror or exc})") from None
         self.bus.subscribe(self._log)
+        self.bus.subscribe(SummaryWriter(self.run_dir))  # summary.json, kept current (engine/summary.py)
         if self._probes is None:  # probes follow the config unless the caller chose
             from .probes import build_probes
 

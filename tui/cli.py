@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: subcommands that live in modules of their own; each module has `NAME`,
 #: `add_parser(subparsers)` and `run(args) -> exit code`, and imports heavy things inside `run`
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("runs_command", "compare_command", "export_command")
 
 
 def _command_modules() -> list:
