@@ -58,11 +58,27 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> LabConfig:
 
 def resume_run(run_dir: str | os.PathLike[str], *, consumers: Iterable[Consumer] = (),
                control: RunControl | None = None, data: DataSplits | None = None,
-               probes: Probes | None = None) -> TrainingRun:
-    """The run in `run_dir`, continued from its last checkpoint with its own config."""
+               probes: Probes | None = None, epochs: int | None = None) -> TrainingRun:
+    """The run in `run_dir`, continued from its last checkpoint with its own config.
+
+    With `epochs`, the run trains to that many epochs in all: a finished (or early-stopped)
+    run is extended, its patience counted afresh; the new total goes into its config.json so
+    a later resume continues to it. Fewer epochs than already trained is a UserError.
+    """
     config = read_run_config(run_dir)
+    extend = epochs is not None
+    if extend:
+        from .config import apply_overrides
+        from .errors import UserError
+
+        config = apply_overrides(config, {"train.epochs": epochs}, source={"train.epochs": "--epochs"})
+        done = max((row["epoch"] for row in runs.read_run(run_dir).epochs), default=0)
+        if epochs <= done:
+            raise UserError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; "
+                            f"give a larger total (e.g. --epochs {done + 5})")
+        runs.write_config(Path(run_dir), config)
     return TrainingRun(config, consumers=consumers, control=control, data=data, resume_dir=run_dir,
-                       probes=probes if probes is not None else build_probes(config))
+                       probes=probes if probes is not None else build_probes(config), fresh_patience=extend)
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> RunTable:

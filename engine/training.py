@@ -165,8 +165,9 @@ class TrainingRun:
 
     def __init__(self, config: LabConfig, *, consumers: Iterable[Consumer] = (), control: RunControl | None = None,
                  data: DataSplits | None = None, probes: Probes | None = None, resume_dir: str | Path | None = None,
-                 step_stats_interval: float = 0.5) -> None:
+                 step_stats_interval: float = 0.5, fresh_patience: bool = False) -> None:
         self.config = config
+        self._fresh_patience = fresh_patience  # an extended run: early stopping counts from the resume
         self.control = control or RunControl()
         self.bus = EventBus(consumers)
         self._data = data
@@ -225,6 +226,8 @@ class TrainingRun:
         self.progress = _Progress()
         if checkpoint is not None:
             self._restore(checkpoint)
+            if self._fresh_patience:
+                self.progress.since_best = 0
         try:
             self._log = EventLog(self.run_dir)
         except OSError as exc:

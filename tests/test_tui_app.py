@@ -15,8 +15,8 @@ from tui_fakes import FakeEngine, small_config
 from actlab.engine.errors import DataError
 from actlab.tui.app import LabApp
 from actlab.tui.feed import LiveFeed
-from actlab.tui.messages import LAB_ORDER
-from actlab.tui.screens import SwapPicker
+from actlab.tui.feed_items import LAB_ORDER
+from actlab.tui.screens import ActivationPicker
 
 
 def make_app(engine: FakeEngine | None = None, **config) -> tuple[LabApp, LiveFeed, FakeEngine]:
@@ -161,10 +161,10 @@ def test_h_then_a_number_hot_swaps_in_place():
         await until(pilot, trained(app))
         await pilot.press("h")
         picker = app.screen
-        assert isinstance(picker, SwapPicker)
+        assert isinstance(picker, ActivationPicker)
         assert picker.query_one("OptionList").highlighted == LAB_ORDER.index("leakyrelu")  # the next one
         await pilot.press("8")
-        assert not isinstance(app.screen, SwapPicker)
+        assert not isinstance(app.screen, ActivationPicker)
         assert engine.controls[0].commands == [("swap", "swish")]
         await until(pilot, lambda: app.session.current.activation == "swish")
         assert len(engine.runs) == 1  # the same run goes on
@@ -274,12 +274,14 @@ def test_small_terminals_page_through_views(size, compact):
         await until(pilot, trained(app))
         screen = app.screen
         assert app.compact is compact
-        panels = (app.acc, app.curve, app.dead, app.hists, app.board_box)
+        panels = (app.acc, app.curve, app.dead, app.hists, app.layers, app.board_box)
         shown = lambda: {w.id for w in panels if all(n.display for n in (w, *w.ancestors[:-1]))}
         if compact:
             assert screen.has_class("view-train") and shown() == {"acc", "dead"}
             await pilot.press("v")
             assert shown() == {"curve", "hists"}
+            await pilot.press("v")
+            assert shown() == {"layers"}
             await pilot.press("v")
             assert shown() == {"board-box"}
             await pilot.press("v")
@@ -288,7 +290,7 @@ def test_small_terminals_page_through_views(size, compact):
             assert screen.has_class("view-all") and shown() == {"acc", "curve", "dead", "hists", "board-box"}
             await pilot.press("v")
             assert shown() == {"acc", "dead"}
-            await pilot.press("v", "v", "v")
+            await pilot.press("v", "v", "v", "v")
             assert shown() == {"acc", "curve", "dead", "hists", "board-box"}
             await pilot.resize_terminal(80, 24)  # the terminal shrinks: one view at a time
             await pilot.pause()
@@ -314,7 +316,7 @@ def test_help_screen_and_palette_commands():
         assert engine.controls[0].commands == []
         await pilot.press("escape")
         assert type(app.screen).__name__ != "HelpScreen"
-        from actlab.tui.commands import lab_commands
+        from actlab.tui.command_palette import lab_commands
 
         titles = [title for title, _, _ in lab_commands(app)]
         assert "Train gelu" in titles and "Hot-swap to swish" in titles and "Quit (checkpoint first)" in titles

@@ -54,9 +54,10 @@ def test_watch_needs_a_run_folder(tmp_path, capsys, no_app):
 
 def test_no_color_marks_what_colour_would_have_warned(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
-    layers = {f"act{i}": {"size": 100.0, "dead_exact": float(d)} for i, d in enumerate((0, 20, 60), 1)}
+    layers = {f"act{i}": {"size": 100.0, "dead_exact": float(d), "dead_exact_frac": d / 100}
+              for i, d in enumerate((0, 20, 60), 1)}
     feed = ScriptedFeed([catalog(), run_started("r", "relu", T0),
-                         LayerStats(run_id="r", epoch=1, layers=layers)])
+                         LayerStats(run_id="r", epoch=1, layers=layers, kinds=dict.fromkeys(layers, "activation"))])
     app = app_module.LabApp(feed, config=small_config(**{"model.hidden_sizes": [100, 100, 100]}))
 
     async def script(pilot):

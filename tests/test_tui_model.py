@@ -10,7 +10,7 @@ from actlab.engine.events import (ActivationSwapped, BatchProgress, LayerStats, 
                                   StateChanged, StepStats)
 from actlab.tui.feed import EventBuffer
 from actlab.tui.leaderboard import sort_rows
-from actlab.tui.messages import FeedError
+from actlab.tui.feed_items import FeedError
 from actlab.tui.session import BOARD, CURVE, DEAD, GRADS, HEADER, METRICS, Session
 from actlab.tui.textplots import bar, fmt_duration, fmt_sci, resample, ridgeline, sparkline
 
@@ -65,11 +65,12 @@ def test_demo_session_folds_into_runs_panels_and_leaderboard():
     run = s.current
     assert run.activation == "relu" and run.epochs_run == 5 and run.state == "running"
     header = s.header(T0 + 52)
+    # the header's epoch is the one in progress, the same number the bar under it shows
     assert (header.activation, header.shape, header.epoch, header.step, header.steps) == \
-        ("relu", "784-512-256-256-128-10", 5, 88, 195)
+        ("relu", "784-512-256-256-128-10", 6, 88, 195)
     assert header.elapsed == 22 and header.eta == (45 - 88 / 195) * 4.0
     acc = s.metrics("acc")
-    assert acc.current.epochs == (1, 2, 3, 4, 5) and len(acc.previous) == 1 and acc.previous[0].label == "tanh"
+    assert acc.current.epochs == (1, 2, 3, 4, 5) and len(acc.previous) == 1 and acc.previous[0].label == "#1 tanh"
     assert acc.current.val[0] == 100 * epoch_done("x", 1, "relu", 0).val_acc
     dead = s.dead()
     assert dead.epoch == 5 and [r.dead for r in dead.rows] == [0, 0, 4, 12]

@@ -8,11 +8,12 @@ import queue
 import threading
 from typing import Any, Iterable
 
+from actlab.engine import metrics
 from actlab.engine.config import LabConfig
 from actlab.engine.events import (ActivationSwapped, BatchProgress, CheckpointSaved, EpochDone, LayerStats,
                                   RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
 from actlab.tui.feed import Feed
-from actlab.tui.messages import LAB_ORDER, Catalog, Curve
+from actlab.tui.feed_items import LAB_ORDER, Catalog, Curve
 
 T0 = 1_700_000_000.0  # the scripted wall clock: every event time is T0 + seconds
 HIDDEN = (512, 256, 256, 128)
@@ -61,6 +62,7 @@ def small_config(**dotted: Any) -> LabConfig:
 def layer_stats(run_id: str, epoch: int, activation: str, t: float) -> LayerStats:
     """Plausible probe output: ReLU kills a few neurons in the deep layers, tanh saturates."""
     layers: dict[str, dict[str, float]] = {}
+    kinds: dict[str, str] = {}
     hists: dict[str, dict[str, list[float]]] = {}
     for i, size in enumerate(HIDDEN, 1):
         if activation == "relu":
@@ -74,6 +76,7 @@ def layer_stats(run_id: str, epoch: int, activation: str, t: float) -> LayerStat
         if sat is not None:
             stats["saturation"] = sat
         layers[f"act{i}"] = stats
+        kinds[f"act{i}"] = metrics.ACTIVATION
         edges = [-1 + 0.25 * k for k in range(25)] if activation != "relu" else [0.25 * k for k in range(25)]
         counts = [round(1000 * math.exp(-((k - 4 - i) / (3 + i)) ** 2)) for k in range(24)]
         if activation == "relu":
@@ -83,11 +86,12 @@ def layer_stats(run_id: str, epoch: int, activation: str, t: float) -> LayerStat
         g = 10 ** (-3 + 0.4 * j)
         layers[name] = {"grad_mean_abs": g, "grad_l2": g * 30, "grad_max": g * 10, "update_ratio_log10": -3.0,
                         "dist_from_init": 0.1 * epoch}
+        kinds[name] = metrics.LINEAR
         if epoch == 0:  # binned as log10 |g| over [-10, 0], like the engine's probes
             centre = 24 * (10 + math.log10(g)) / 10
             hists[f"grad_init/{name}"] = {"edges": [-10 + 10 * k / 24 for k in range(25)],
                                           "counts": [round(500 * math.exp(-((k - centre) / 2) ** 2)) for k in range(24)]}
-    return LayerStats(run_id=run_id, time=t, epoch=epoch, layers=layers, histograms=hists)
+    return LayerStats(run_id=run_id, time=t, epoch=epoch, layers=layers, histograms=hists, kinds=kinds)
 
 
 def step_stats(run_id: str, epoch: int, first_step: int, n: int, t: float) -> StepStats:

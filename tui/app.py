@@ -6,8 +6,9 @@ folds the items into the `Session` model and repaints the panels they changed in
 `batch_update()`. Keys call the feed's thread-safe commands and repaint the header at once
 (the command shows as pending until the engine acknowledges it).
 
-Nothing here imports torch: the engine is imported inside the worker, after the first
-frame is on screen.
+Past runs of the runs folder are read in a second thread worker ("past") and arrive in the
+same buffer. Nothing here imports torch: the engine is imported inside the workers, after the
+first frame is on screen.
 """
 
 from __future__ import annotations
@@ -17,33 +18,39 @@ import os
 import time
 from typing import Any, Callable, Iterable
 
+from pathlib import Path
+
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.geometry import Region
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from .charts import CurveChart, MetricsChart
-from .commands import LabCommands
-from .feed import EventBuffer, Feed, NoRunInProgress, ReadOnlyFeed
+from .command_palette import LabCommands
+from .feed import EventBuffer, Feed, LiveFeed, NoRunInProgress, ReadOnlyFeed
+from .feed_items import FeedError
 from .header import LabHeader
-from .layers import DeadPanel, GradPanel, HistPanel
+from .layer_panels import DeadPanel, GradPanel, HistPanel, LayersPanel
 from .leaderboard import SORTS, Leaderboard
-from .messages import FeedError
-from .screens import HelpScreen, SwapPicker
-from .session import ALL_PANELS, BOARD, CURVE, DEAD, GRADS, HEADER, HISTS, METRICS, Session
+from .past_runs import load_past_runs, run_folders
+from .screens import ActivationPicker, EpochsPrompt, HelpScreen
+from .session import (ALL_PANELS, BOARD, CURVE, DEAD, EXTENDABLE_STATES, GRADS, HEADER, HISTS, LAYERS, METRICS,
+                      RESUMABLE_STATES, BoardRow, Session)
 
 #: below either size the screen shows one view at a time (`v` pages through them)
 COMPACT_WIDTH, COMPACT_HEIGHT = 110, 34
-VIEWS = ("all", "train", "act", "board")
-VIEW_NAMES = {"all": "all panels", "train": "training", "act": "activation & histograms", "board": "leaderboard"}
+VIEWS = ("all", "train", "act", "layers", "board")
+VIEW_NAMES = {"all": "all panels", "train": "training", "act": "activation & histograms",
+              "layers": "layers (m: metric)", "board": "leaderboard"}
 #: after `q`, wait this long at most for the run to stop and checkpoint
 QUIT_WAIT = 0.8
 KEYS = "1234567890"
 #: actions that send commands to the engine (off in watch mode and under a modal screen)
-ENGINE_ACTIONS = {"pick", "step", "hot_swap", "queue_all", "toggle_pause", "save"}
-SCREEN_ACTIONS = ENGINE_ACTIONS | {"cycle_view", "cycle_sort", "help"}
+ENGINE_ACTIONS = {"pick", "step", "hot_swap", "queue_all", "toggle_pause", "save", "train_picker"}
+SCREEN_ACTIONS = ENGINE_ACTIONS | {"cycle_view", "cycle_sort", "help", "focus_board", "layer_metric"}
 
 
 class LabApp(App[int]):
@@ -53,27 +60,35 @@ class LabApp(App[int]):
     TITLE = "actlab"
     AUTO_FOCUS = None
     COMMANDS = App.COMMANDS | {LabCommands}
+    # footer order: what a small terminal must show first (`?` lists every key)
     BINDINGS = [
         Binding("question_mark,f1", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        Binding("v", "cycle_view", "View"),
         Binding("space", "toggle_pause", "Pause"),
+        Binding("q", "quit", "Quit"),
+        Binding("b", "focus_board", "Runs"),
+        Binding("h", "hot_swap", "Swap"),
+        Binding("t", "train_picker", "Train"),
         Binding("1", "pick(0)", "Pick", key_display="1…0"),
         *[Binding(key, f"pick({i})", show=False) for i, key in enumerate(KEYS) if i],
         Binding("n", "step(1)", "Next"),
         Binding("p", "step(-1)", "Prev"),
-        Binding("h", "hot_swap", "Hot-swap"),
         Binding("a", "queue_all", "All"),
         Binding("s", "save", "Save"),
-        Binding("v", "cycle_view", "View"),
         Binding("o", "cycle_sort", "Sort"),
+        Binding("m", "layer_metric(1)", "Metric"),
+        Binding("M", "layer_metric(-1)", show=False),
     ]
 
     def __init__(self, feed: Feed, *, config: Any = None, clock: Callable[[], float] = time.time,
-                 refresh_hz: float | None = None) -> None:
+                 refresh_hz: float | None = None, past: list[Path] | None = None, mode: str = "") -> None:
+        """`past`: run folders to show as past runs (default: a live lab's runs folder)."""
         super().__init__()
         self.feed = feed
         self.clock = clock
-        self.mode = "live" if feed.live else "watch"
+        self.mode = mode or ("live" if feed.live else "watch")
+        self.past = past
+        self.config = config
         self.refresh_hz = refresh_hz or (config.ui.refresh_hz if config is not None else 10.0)
         if config is not None:
             self.session = Session(mode=self.mode, dataset=config.data.dataset,
@@ -85,6 +100,7 @@ class LabApp(App[int]):
         self.view = "all"
         self.compact = False
         self.engine_worker: Worker | None = None
+        self.past_worker: Worker | None = None
         self._quitting = False
         self._left = False
         self._quit_deadline = 0.0
@@ -101,9 +117,14 @@ class LabApp(App[int]):
             yield MetricsChart("loss", id="loss", classes="panel")
             yield CurveChart(id="curve", classes="panel")
         with Horizontal(id="row-mid"):
-            yield GradPanel(id="grads", classes="panel")
-            yield DeadPanel(id="dead", classes="panel")
-            yield HistPanel(id="hists", classes="panel")
+            with VerticalScroll(id="grads-box", classes="panel"):
+                yield GradPanel(id="grads")
+            with VerticalScroll(id="dead-box", classes="panel"):
+                yield DeadPanel(id="dead")
+            with VerticalScroll(id="hists-box", classes="panel"):
+                yield HistPanel(id="hists")
+        with VerticalScroll(id="layers-box", classes="panel"):
+            yield LayersPanel(id="layers")
         with VerticalScroll(id="board-box", classes="panel"):
             yield Leaderboard(id="board")
         yield Footer()
@@ -117,8 +138,10 @@ class LabApp(App[int]):
         self.grads = self.query_one(GradPanel)
         self.dead = self.query_one(DeadPanel)
         self.hists = self.query_one(HistPanel)
+        self.layers = self.query_one(LayersPanel)
         self.board = self.query_one(Leaderboard)
         self.board_box = self.query_one("#board-box")
+        self.boxes = {name: self.query_one(f"#{name}-box") for name in ("grads", "dead", "hists", "layers")}
         self._apply_layout()
         self._paint(set(ALL_PANELS))
         self.set_interval(1 / self.refresh_hz, self._drain, name="drain")
@@ -136,6 +159,8 @@ class LabApp(App[int]):
         screen.set_class(self.compact, "-compact")
         for name in VIEWS:
             screen.set_class(name == view, f"view-{name}")
+        for footer in screen.query(Footer):
+            footer.compact = self.compact
 
     @property
     def shown_view(self) -> str:
@@ -144,10 +169,20 @@ class LabApp(App[int]):
     # -- the engine link ----------------------------------------------------------------------
 
     def start_engine(self) -> None:
-        """Start the feed in the named thread worker "engine"."""
+        """Start the feed in the named thread worker "engine", and the past runs' reader."""
         if self.engine_worker is None:
             self.engine_worker = self.run_worker(self._engine_work, name="engine", group="engine", thread=True,
                                                  exit_on_error=False)
+        folders = self.past
+        if folders is None and isinstance(self.feed, LiveFeed):
+            folders = run_folders(Path(self.feed.config.run.runs_dir))
+        if folders and self.past_worker is None:
+            self.past_worker = self.run_worker(lambda: self._past_work(list(folders)), name="past", group="past",
+                                               thread=True, exit_on_error=False)
+
+    def _past_work(self, folders: list[Path]) -> None:
+        worker = get_current_worker()
+        load_past_runs(folders, self.buffer.put, cancelled=lambda: worker.is_cancelled)
 
     def _engine_work(self) -> None:
         worker = get_current_worker()
@@ -171,8 +206,8 @@ class LabApp(App[int]):
             self.session.queue = queue
             dirty.add(HEADER)
         now = self.clock()
-        if self.session.state in ("running", "paused") and now - self._last_clock >= 1.0:
-            dirty.add(HEADER)  # elapsed time and ETA tick once a second
+        if self.session.state == "running" and now - self._last_clock >= 1.0:
+            dirty.add(HEADER)  # elapsed time and ETA tick once a second (not while paused)
         if dirty:
             self._paint(dirty, now)
         self._notify_pending()
@@ -196,16 +231,29 @@ class LabApp(App[int]):
                 run = s.current
                 self.dead.ended = bool(run and run.ended)
                 self.dead.data = s.dead()
-                self.dead.border_title = self.dead.title()
+                self.boxes["dead"].border_title = self.dead.title()
             if GRADS in dirty:
                 self.grads.data = s.grads()
-                self.grads.border_title = self.grads.title()
+                self.boxes["grads"].border_title = self.grads.title()
             if HISTS in dirty:
                 self.hists.data = s.hists()
-                self.hists.border_title = "histograms"
+                self.boxes["hists"].border_title = "histograms · range fitted to the data"
+            if LAYERS in dirty:
+                self.layers.data = s.layers_view()
+                self.boxes["layers"].border_title = self.layers.title()
             if BOARD in dirty:
                 self.board.rows = s.board()
                 self.board_box.border_title = self.board.title()
+                self.call_after_refresh(self.keep_row_visible)
+
+    def keep_row_visible(self) -> None:
+        """Scroll the leaderboard so the cursor's row (or the current run's) is on screen."""
+        board = self.board
+        run_id = board.cursor if board.has_focus and board.cursor else (self.session.current_id or "")
+        line = board.row_line(run_id)
+        if line is not None:
+            self.board_box.scroll_to_region(Region(0, line, max(1, board.size.width), 1), animate=False,
+                                            immediate=True)
 
     def _notify_pending(self) -> None:
         notices, self.session.notices = self.session.notices, []
@@ -226,6 +274,11 @@ class LabApp(App[int]):
         if action in ENGINE_ACTIONS and not self.feed.live:
             return False  # watching a run folder: read-only
         return True
+
+    @property
+    def activation_names(self) -> tuple[str, ...]:
+        """Every activation the lab offers (keys 1-0 pick the first ten, `t` any)."""
+        return self.session.names
 
     def _say(self, text: str, severity: str = "information") -> None:
         self.notify(text, severity=severity, timeout=3)
@@ -271,7 +324,20 @@ class LabApp(App[int]):
         names = self.session.names
         current = self.session.canonical(run.activation)
         index = names.index(current) if current in names else -1
-        self.push_screen(SwapPicker(names, current, (index + 1) % len(names)), self._swap_chosen)
+        self.push_screen(ActivationPicker(names, current, (index + 1) % len(names)), self._swap_chosen)
+
+    def action_train_picker(self) -> None:
+        """Every activation, not just the ten on number keys: a new run of the chosen one."""
+        names = self.session.names
+        run = self.session.current
+        current = self.session.canonical(run.activation) if run is not None else ""
+        index = names.index(current) if current in names else -1
+        self.push_screen(ActivationPicker(names, current, (index + 1) % len(names), swap=False),
+                         self._train_chosen)
+
+    def _train_chosen(self, name: str | None) -> None:
+        if name:
+            self.select(name)
 
     def _swap_chosen(self, name: str | None) -> None:
         if name:
@@ -338,6 +404,89 @@ class LabApp(App[int]):
     def action_cycle_sort(self) -> None:
         self.board.sort = (self.board.sort + 1) % len(SORTS)
         self.board_box.border_title = self.board.title()
+        self.call_after_refresh(self.keep_row_visible)
+
+    def action_layer_metric(self, delta: int) -> None:
+        """The layers view shows the next (or previous) per-layer metric."""
+        name = self.session.step_layer_metric(delta)
+        if not name:
+            self._say("no layer statistics yet", "warning")
+            return
+        self._paint({LAYERS})
+
+    # -- the leaderboard: runs of this session and past ones ------------------------------------
+
+    def action_focus_board(self) -> None:
+        """The leaderboard takes the keys (space overlays, r resumes, e extends, escape leaves)."""
+        if self.shown_view not in ("all", "board"):
+            self.view = "board"
+            self._apply_layout()
+        self.board.focus()
+        self.board_box.border_title = self.board.title()
+        self.call_after_refresh(self.keep_row_visible)
+
+    def on_leaderboard_left(self, message: Leaderboard.Left) -> None:
+        self.set_focus(None)
+        self.board_box.border_title = self.board.title()
+
+    def on_leaderboard_picked(self, message: Leaderboard.Picked) -> None:
+        row = message.row
+        if message.what == "toggle":
+            on = self.session.toggle_selected(row.run_id)
+            self._paint({METRICS, BOARD})
+            self._say(f"run {row.number} {'overlaid on' if on else 'taken off'} the charts")
+        elif message.what == "show":
+            self.show_run(row)
+        elif message.what == "resume":
+            self.resume_row(row)
+        elif message.what == "extend":
+            self.extend_row(row)
+        self.call_after_refresh(self.keep_row_visible)
+
+    def show_run(self, row: BoardRow) -> None:
+        """Read-only screens: the panels show the run under the cursor."""
+        if self.feed.live:
+            self._say("the panels follow the run in progress (space overlays a run's curves)")
+            return
+        self.session.current_id = row.run_id
+        self._paint(set(ALL_PANELS))
+
+    def _live_feed(self) -> LiveFeed | None:
+        if isinstance(self.feed, LiveFeed):
+            return self.feed
+        self._say(f"{self.feed.description}: resume with `actlab --resume RUN_DIR`", "warning")
+        return None
+
+    def resume_row(self, row: BoardRow) -> None:
+        """Continue a stopped or interrupted run from its checkpoint (the current run stops first)."""
+        feed = self._live_feed()
+        if feed is None:
+            return
+        if row.state not in RESUMABLE_STATES:
+            hint = " (e trains it for more epochs)" if row.state in EXTENDABLE_STATES else ""
+            self._say(f"run {row.number} is {row.state}: nothing to resume{hint}", "warning")
+            return
+        feed.resume_run(row.run_dir)
+        self.session.pending = f"resuming run {row.number}"
+        self._after_command()
+
+    def extend_row(self, row: BoardRow) -> None:
+        """Ask how many more epochs, then train the finished run on from its checkpoint."""
+        if self._live_feed() is None:
+            return
+        if row.state not in (*EXTENDABLE_STATES, *RESUMABLE_STATES):
+            self._say(f"run {row.number} is {row.state}: it cannot be trained on", "warning")
+            return
+        self.push_screen(EpochsPrompt(row.number, row.epochs), lambda n: self.extend_run(row, n))
+
+    def extend_run(self, row: BoardRow, more: int | None) -> None:
+        """Train `row`'s run for `more` epochs beyond those it has."""
+        feed = self._live_feed()
+        if feed is None or not more:
+            return
+        feed.resume_run(row.run_dir, epochs=row.epochs + more)
+        self.session.pending = f"training run {row.number} to epoch {row.epochs + more}"
+        self._after_command()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -13,11 +13,13 @@ import math
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from .messages import Curve
-from .palette import EARLIER, SWAP, TRAIN, VAL, hex_colour
+from .feed_items import Curve
+from .colours import CHANCE, EARLIER, SWAP, TRAIN, VAL, hex_colour, overlay_colour, overlay_rgb
 from .session import MetricsData
 
 METRIC_TITLES = {"acc": "accuracy %", "loss": "loss"}
+#: the accuracy axis spans at least this many points, so 9.7-10.0% does not look like learning
+MIN_ACC_SPAN = 10.0
 
 
 def _integer_ticks(lo: int, hi: int, most: int = 6) -> list[int]:
@@ -68,16 +70,26 @@ class MetricsChart(_Chart):
             key.append(("┄", "earlier", hex_colour(EARLIER)))
         self.border_title = f"{title} {self.colour_key(key)}"
         last = 1
+        values: list[float] = []
         for series in d.previous:
             if series.epochs:
                 plt.plot(list(series.epochs), list(series.val), color=EARLIER,
                          marker="·" if self.no_color else "braille")
                 last = max(last, series.epochs[-1])
+        for i, series in enumerate(d.overlays):
+            if series.epochs:
+                plt.plot(list(series.epochs), list(series.val), color=overlay_rgb(series.colour),
+                         marker="braille" if not self.no_color else "0123456789"[i % 10])
+                last = max(last, series.epochs[-1])
+                values += series.val
+        # the legend of the overlaid runs, each in its colour
+        self.border_subtitle = self.colour_key([("━", s.label, overlay_colour(s.colour)) for s in d.overlays])
         cur = d.current
         if cur is not None and cur.epochs:
             plt.plot(list(cur.epochs), list(cur.train), color=TRAIN, marker="braille")
             plt.plot(list(cur.epochs), list(cur.val), color=VAL, marker="hd")
             last = max(last, cur.epochs[-1])
+            values += cur.train + cur.val
         for epoch, name in d.swaps:
             x = epoch - 0.5
             plt.vline(x, SWAP)
@@ -85,6 +97,16 @@ class MetricsChart(_Chart):
         hi = max(last, 2)
         plt.xlim(0.5, hi + 0.5)
         plt.xticks(_integer_ticks(1, hi, max(2, self.size.width // 8)))
+        finite = [v for v in values if math.isfinite(v)]
+        if d.metric == "acc" and finite:
+            if d.chance is not None:
+                plt.hline(d.chance, CHANCE)
+                finite.append(d.chance)
+            lo, top = min(finite), max(finite)
+            if top - lo < MIN_ACC_SPAN:
+                mid = (top + lo) / 2
+                lo, top = max(0.0, mid - MIN_ACC_SPAN / 2), min(100.0, max(mid + MIN_ACC_SPAN / 2, lo + MIN_ACC_SPAN))
+            plt.ylim(lo - 0.5, top + 0.5)
         if d.swaps:
             plt.xlabel("epoch   │ hot swap: " + ", ".join(f"{name}@{epoch}" for epoch, name in d.swaps))
         plt.grid(False, False)

@@ -3,7 +3,8 @@
     actlab                      open the live lab on lab.toml (same as `actlab run` on a terminal)
     actlab run --headless       train lab.toml without the app, one line per epoch (also when
                                 stdin/stdout is not a terminal)
-    actlab run --resume RUN     continue an interrupted run from its last checkpoint
+    actlab run --resume RUN     continue an interrupted run from its last checkpoint (in the app on
+                                a terminal); with --epochs N, extend a finished run to N epochs
     actlab watch RUN            the live lab fed from a run folder's events.jsonl
     actlab inspect CHECKPOINT   what a checkpoint file (or a run folder's last.pt) holds
     actlab bench                time every activation on this machine's device
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train the configuration (headless or in the app)")
     _add_overrides(run)
     run.add_argument("--headless", action="store_true", help="no app: print one line per epoch")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint "
+                                                         "(with --epochs N: extend a finished run to N epochs)")
     run.add_argument("--verbose", action="store_true", help="also print every checkpoint written")
     watch = sub.add_parser("watch", help="watch a run folder (e.g. a headless run under nohup or tmux)")
     watch.add_argument("run_dir", metavar="RUN_DIR")
@@ -139,13 +141,12 @@ def cmd_run_headless(args: argparse.Namespace) -> int:
     printer = HeadlessPrinter(verbose=args.verbose)
     try:
         if args.resume:
-            if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config")):
-                raise UserError("--resume continues a run with its own config; drop --config and the other overrides")
             run_dir = _resume_dir(args.resume)
+            _check_resume_flags(args)
             if not checkpoint_path(run_dir).exists():
                 printer.note(f"{run_dir} has no checkpoint yet (stopped before its first epoch ended); "
                              "training it from the start")
-            result = lab.resume_run(run_dir, consumers=[printer], control=control).run()
+            result = lab.resume_run(run_dir, consumers=[printer], control=control, epochs=args.epochs).run()
         else:
             config = load_lab_config(args)
             where = "--activation" if args.activation is not None else _config_where(args, "model", "activation")
@@ -165,6 +166,15 @@ def cmd_run_headless(args: argparse.Namespace) -> int:
         print(f"actlab: run diverged: {result.message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """--resume keeps the run's own config; only --epochs (a new total, to extend it) may change."""
+    from actlab.engine.errors import UserError
+
+    if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config") if k != "epochs"):
+        raise UserError("--resume continues a run with its own config; drop --config and the overrides "
+                        "(only --epochs N, a new total, extends it)")
 
 
 def _config_where(args: argparse.Namespace, section: str, key: str) -> str:
@@ -229,7 +239,7 @@ def _check_names_early(config, source: str) -> None:
     """
     from actlab.engine.config import check_names
 
-    from .messages import LAB_ORDER
+    from .feed_items import LAB_ORDER
 
     model = config.model
     if model.activation_config or model.activation not in LAB_ORDER:
@@ -244,6 +254,21 @@ def cmd_app(args: argparse.Namespace) -> int:
     from .feed import LiveFeed
 
     return run_app(LabApp(LiveFeed(config), config=config))
+
+
+def cmd_app_resume(args: argparse.Namespace) -> int:
+    """`actlab --resume RUN_DIR [--epochs N]` on a terminal: the app continues the run folder."""
+    from actlab.engine.runs import read_config
+
+    run_dir = _resume_dir(args.resume)
+    _check_resume_flags(args)
+    config = read_config(Path(run_dir))
+    if args.epochs is not None:
+        config = config.replace(**{"train.epochs": args.epochs})
+    from .app import LabApp, run_app
+    from .feed import LiveFeed, ResumeRequest
+
+    return run_app(LabApp(LiveFeed(config, resume=ResumeRequest(run_dir, args.epochs)), config=config))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -306,8 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             args = parser.parse_args(["run"])
         if args.command == "run":
-            if args.headless or args.resume or not _is_terminal():
+            if args.headless or not _is_terminal():
                 return cmd_run_headless(args)
+            if args.resume:
+                return cmd_app_resume(args)
             return cmd_app(args)
         if args.command == "watch":
             return cmd_watch(args)

@@ -16,13 +16,16 @@ drains the buffer on a UI timer, so the training thread never touches a widget.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from actlab.engine import runs
 from actlab.engine.events import BatchProgress, EventFollower, RunStarted
 
-from .messages import Catalog, Curve, FeedError, FeedStatus
+from .feed_items import Catalog, Curve, FeedError, FeedStatus, WriterStatus
 
 Sink = Callable[[object], None]
 
@@ -134,6 +137,20 @@ class Engine(Protocol):
     def new_control(self) -> Any: ...
     def new_run(self, config: Any, *, consumers: list[Sink], control: Any, data: Any) -> Any: ...
     def canonical(self, name: str) -> str: ...
+    def resume_run(self, run_dir: str, *, consumers: list[Sink], control: Any, epochs: int | None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """A planned continuation of a run folder: to its own end, or to `epochs` in all."""
+
+    run_dir: str
+    epochs: int | None = None
+
+    @property
+    def label(self) -> str:
+        name = Path(self.run_dir).name
+        return f"{name} to epoch {self.epochs}" if self.epochs else f"resume {name}"
 
 
 def _info_field(info: Any, key: str, index: int) -> Any:
@@ -163,7 +180,7 @@ class TorchEngine:
                 curves[name] = self.curve(name)
             except Exception:  # an activation that cannot be sampled is drawn without a curve
                 continue
-        return Catalog(names=names[:10], curves=curves, aliases=aliases)
+        return Catalog(names=names, curves=curves, aliases=aliases)
 
     def curve(self, name: str, **config: Any) -> Curve:
         """f and f' on CURVE_RANGE, f' by autograd (once per activation)."""
@@ -207,6 +224,12 @@ class TorchEngine:
 
         return lab.open_run(config, consumers=consumers, control=control, data=data)
 
+    def resume_run(self, run_dir: str, *, consumers: list[Sink], control: Any, epochs: int | None) -> Any:
+        """The run folder continued from its checkpoint (extended to `epochs` in all when given)."""
+        from actlab.engine import lab
+
+        return lab.resume_run(run_dir, consumers=consumers, control=control, epochs=epochs)
+
 
 # --- live ---------------------------------------------------------------------------------------
 
@@ -219,12 +242,12 @@ class LiveFeed(Feed):
 
     live = True
 
-    def __init__(self, config: Any, engine: Engine | None = None) -> None:
+    def __init__(self, config: Any, engine: Engine | None = None, *, resume: ResumeRequest | None = None) -> None:
         self.config = config
         self.engine: Engine = engine if engine is not None else TorchEngine()
         self.description = "live session"
         self._cond = threading.Condition()
-        self._plan: deque[str] = deque([config.model.activation])
+        self._plan: deque[str | ResumeRequest] = deque([resume or config.model.activation])
         self._control: Any = None
         self._current: str | None = None
         self._closing = False
@@ -236,7 +259,7 @@ class LiveFeed(Feed):
 
     def planned(self) -> tuple[str, ...]:
         with self._cond:
-            return tuple(self._plan)
+            return tuple(item.label if isinstance(item, ResumeRequest) else item for item in self._plan)
 
     @property
     def busy(self) -> bool:
@@ -247,8 +270,9 @@ class LiveFeed(Feed):
         """The activation of the run in progress (as picked)."""
         return self._current
 
-    def select(self, name: str) -> None:
-        """Stop the current run (it checkpoints) and train `name` next; clears the queue."""
+    def select(self, name: str | ResumeRequest) -> None:
+        """Stop the current run (it checkpoints) and train `name` (or continue a run folder)
+        next; clears the queue."""
         with self._cond:
             self._plan.clear()
             self._plan.append(name)
@@ -274,9 +298,18 @@ class LiveFeed(Feed):
             raise NoRunInProgress("no run in progress")
         return control
 
+    def resume_run(self, run_dir: str, epochs: int | None = None) -> None:
+        """Stop the current run and continue `run_dir` (to `epochs` in all, if given)."""
+        self.select(ResumeRequest(str(run_dir), epochs))
+
     def swap(self, name: str) -> None:
-        """Hot-swap the running model's activation (ValueError for an unknown name)."""
-        self._require_control().swap_activation(name)
+        """Hot-swap the running model's activation (ValueError for an unknown name).
+
+        The name is canonicalised once, here; lab.toml's `activation_config` goes with it
+        when it is the configured activation (as for a pick by number key)."""
+        control = self._require_control()
+        canonical = self.engine.canonical(name)
+        control.swap_activation(canonical, **self.activation_params(canonical))
 
     def pause(self) -> None:
         self._require_control().pause()
@@ -301,13 +334,15 @@ class LiveFeed(Feed):
 
     # -- the worker ----------------------------------------------------------------------
 
+    def activation_params(self, name: str) -> dict[str, Any]:
+        """lab.toml's hyper-parameters for `name`: those of the configured activation, else none."""
+        model = self.config.model
+        return dict(model.activation_config) if self._same(name, model.activation) else {}
+
     def config_for(self, name: str) -> Any:
         """The lab's config with only the activation changed (its lab.toml hyper-parameters
         apply to the configured activation only; others get their defaults)."""
-        base = self.config
-        same = self._same(name, base.model.activation)
-        params = dict(base.model.activation_config) if same else {}
-        return base.replace(**{"model.activation": name, "model.activation_config": params})
+        return self.config.replace(**{"model.activation": name, "model.activation_config": self.activation_params(name)})
 
     def _same(self, a: str, b: str) -> bool:
         if a == b:
@@ -344,8 +379,12 @@ class LiveFeed(Feed):
                     return
                 name = self._plan.popleft()
                 control = self.engine.new_control()
-                self._control, self._current, self._superseded = control, name, False
+                self._control, self._current, self._superseded = control, str(getattr(name, "label", name)), False
             try:
+                if isinstance(name, ResumeRequest):
+                    sink(FeedStatus("starting", f"{name.label}…"))
+                    self.engine.resume_run(name.run_dir, consumers=[sink], control=control, epochs=name.epochs).run()
+                    continue
                 config = self.config_for(name)
                 if data is None:
                     sink(FeedStatus("loading", f"loading {config.data.dataset}…"))
@@ -372,6 +411,9 @@ class WatchFeed(Feed):
     they are written. A truncated last line waits for its newline. The activation curves
     are computed after the history is shown (that needs PyTorch, imported in this thread).
     """
+
+    #: how often the run folder's lock is read to tell whether its writer is alive
+    WRITER_CHECK = 1.0
 
     def __init__(self, run_dir: str | Path, *, interval: float = 0.25, engine: Any = None,
                  curves: bool = True) -> None:
@@ -402,8 +444,12 @@ class WatchFeed(Feed):
                     sink(self.engine.catalog(extra=sorted(activations)))
                 except Exception:  # curves are a nicety here; the log is what matters
                     pass
+            checked = 0.0
             while not self._stop.is_set() and not cancelled():
                 forward(follower.poll())
+                if time.monotonic() - checked >= self.WRITER_CHECK:
+                    checked = time.monotonic()
+                    sink(writer_status(self.run_dir))
                 self._stop.wait(self.interval)
         except Exception as exc:
             sink(FeedError(f"cannot follow {self.run_dir}: {one_line(exc)}"))
@@ -415,3 +461,15 @@ class WatchFeed(Feed):
 
     def wait(self, timeout: float | None = None) -> bool:
         return not self._started or self._done.wait(timeout)
+
+
+def writer_status(run_dir: Path) -> WriterStatus:
+    """Whether a process holds the run folder (`runs.lock_holder`); unknown without the lock API."""
+    lock_holder = getattr(runs, "lock_holder", None)
+    if lock_holder is None or not Path(run_dir).is_dir():
+        return WriterStatus(known=False)
+    try:
+        holder = lock_holder(run_dir)
+    except OSError:
+        return WriterStatus(known=False)
+    return WriterStatus(known=True, alive=holder is not None, holder="" if holder is None else str(holder))

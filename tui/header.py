@@ -11,7 +11,7 @@ from .textplots import fmt_duration
 
 #: a glyph per state, so the state reads the same without colour (NO_COLOR)
 STATE_GLYPHS = {
-    "running": "▶", "paused": "⏸", "starting": "…", "loading": "…", "idle": "·", "watching": "…",
+    "running": "▶", "paused": "⏸", "starting": "…", "loading": "…", "idle": "·", "watching": "…", "open": "·",
     "finished": "✓", "early-stopped": "✓", "stopped": "■", "interrupted": "■", "diverged": "✗", "failed": "✗",
 }
 #: theme colour per state
@@ -50,8 +50,8 @@ class LabHeader(Widget):
         accent = self._colour("accent")
         line = Text()
         line.append("actlab", style=f"bold {accent}")
-        if d.mode == "watch":
-            line.append(" watch", style="bold")
+        if d.mode in ("watch", "open"):
+            line.append(f" {d.mode}", style="bold")
         line.append("  │  ", style="dim")
         line.append(d.activation or "?", style=f"bold {accent}")
         if d.run_number:
@@ -87,7 +87,7 @@ class LabHeader(Widget):
     def _progress_line(self, d: HeaderData, width: int) -> Text:
         line = Text()
         if d.steps and d.state in ("running", "paused") and d.step:
-            label = f"epoch {d.epoch + 1} "
+            label = f"epoch {d.epoch} "  # the header's epoch: the one in progress
             counts = f" {d.step}/{d.steps} {d.step / d.steps * 100:3.0f}%"
             bar_width = max(10, min(60, width // 2) - len(label) - len(counts))
             filled = d.step / d.steps * bar_width
@@ -102,4 +102,6 @@ class LabHeader(Widget):
         if d.message:
             style = f"bold {self._colour('error')}" if d.message_is_error else "dim"
             line.append(d.message, style=style)
+        elif d.note:  # e.g. the offline fallback: it stays while the run is shown
+            line.append(d.note, style=f"italic {self._colour('warning')}")
         return line

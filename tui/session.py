@@ -14,23 +14,33 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from actlab.engine import metrics
 from actlab.engine.events import (ActivationSwapped, BatchProgress, CheckpointSaved, EpochDone, LayerStats,
                                   RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
 
-from .messages import LAB_ORDER, Catalog, Curve, FeedError, FeedStatus
+from .feed_items import LAB_ORDER, Catalog, Curve, FeedError, FeedStatus, PastRun, WriterStatus
 from .textplots import fmt_duration
 
 #: epochs of history kept per run (charts), and per-step gradient values kept per layer
 EPOCH_HISTORY = 1000
 STEP_HISTORY = 512
 #: the gradient metric drawn as sparklines
-GRAD_METRIC = "grad_mean_abs"
-#: watching a log: a running run silent this long is flagged (killed without a last line?)
+GRAD_METRIC = metrics.GRAD_MEAN_ABS
+#: watching a log whose writer cannot be asked (no lock to read): a running run silent for
+#: this many epoch-lengths (and at least STALE_AFTER seconds) is flagged
 STALE_AFTER = 30.0
+STALE_EPOCHS = 3
+#: first-layer mean |grad| this many times below the output layer's: vanishing gradients
+VANISHING_RATIO = 1e-2
 
 # panel names returned by Session.apply
 HEADER, METRICS, CURVE, DEAD, GRADS, HISTS, BOARD = "header", "metrics", "curve", "dead", "grads", "hists", "board"
-ALL_PANELS = frozenset({HEADER, METRICS, CURVE, DEAD, GRADS, HISTS, BOARD})
+LAYERS = "layers"
+ALL_PANELS = frozenset({HEADER, METRICS, CURVE, DEAD, GRADS, HISTS, BOARD, LAYERS})
+#: states a run can be continued from (`r` in the leaderboard, `actlab --resume`)
+RESUMABLE_STATES = ("stopped", "interrupted")
+#: states a finished run can be extended from ("train N more epochs")
+EXTENDABLE_STATES = ("finished", "early-stopped")
 
 ENDED_STATES = ("finished", "early-stopped", "stopped", "interrupted", "diverged", "failed")
 COMPLETE_STATES = ("finished", "early-stopped")
@@ -44,7 +54,7 @@ RUN_COMMANDS = ("pausing", "resuming", "saving", "swapping")
 class HeaderData:
     """Everything the header shows, for one instant."""
 
-    mode: str = "live"  # "live" or "watch"
+    mode: str = "live"  # "live", "watch" or "open"
     dataset: str = ""
     shape: str = ""
     device: str = ""
@@ -52,16 +62,17 @@ class HeaderData:
     state: str = "starting"
     pending: str = ""  # a command sent but not yet acknowledged: "pausing", "quitting", ...
     run_number: int = 0
-    epoch: int = 0  # epochs completed
+    epoch: int = 0  # the epoch in progress while a batch of it has run, else epochs completed
     max_epochs: int = 0
     step: int = 0  # batch within the epoch in progress
     steps: int = 0
-    elapsed: float | None = None
+    elapsed: float | None = None  # training time: the clock stops while paused
     eta: float | None = None
     queue: tuple[str, ...] = ()
     message: str = ""  # an error or note, one line
     message_is_error: bool = False
     run_id: str = ""
+    note: str = ""  # stays on screen: e.g. the dataset's offline fallback
 
 
 @dataclass(frozen=True)
@@ -72,24 +83,27 @@ class Series:
     epochs: tuple[int, ...]
     train: tuple[float, ...]
     val: tuple[float, ...]
+    colour: int = -1  # index into colours.OVERLAY for a selected run; -1: not overlaid
 
 
 @dataclass(frozen=True)
 class MetricsData:
     metric: str  # "acc" (percent) or "loss"
     current: Series | None = None
-    previous: tuple[Series, ...] = ()
+    previous: tuple[Series, ...] = ()  # earlier runs of the session, drawn grey
     swaps: tuple[tuple[int, str], ...] = ()  # (epoch trained first with the new activation, its name)
     max_epochs: int = 0
+    overlays: tuple[Series, ...] = ()  # runs selected in the leaderboard, each in its own colour
+    chance: float | None = None  # accuracy of guessing (percent), drawn so a flat run reads as flat
 
 
 @dataclass(frozen=True)
 class DeadRow:
-    layer: str  # act1 ...
+    layer: str
     size: int | None
     dead: float | None  # neurons dead for the whole training set (exactly zero)
     dead_frac: float | None
-    saturation: float | None  # share saturated (smooth activations)
+    saturation: float | None  # share saturated (|f'(z)| below the threshold)
 
 
 @dataclass(frozen=True)
@@ -97,12 +111,14 @@ class DeadData:
     rows: tuple[DeadRow, ...] = ()
     epoch: int | None = None  # None: no probe data yet
     show_saturation: bool = False
+    has_run: bool = False
 
 
 @dataclass(frozen=True)
 class GradData:
     rows: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (layer, recent values)
     per: str = "step"  # what one sparkline cell is: "step" or "epoch"
+    warning: str = ""  # vanishing gradients, one line
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,23 @@ class HistData:
 
 
 @dataclass(frozen=True)
+class LayerRow:
+    layer: str
+    kind: str
+    values: tuple[float, ...]  # one per epoch with layer stats, oldest first
+
+
+@dataclass(frozen=True)
+class LayersData:
+    """Every per-layer metric the probes recorded, one metric at a time over epochs."""
+
+    metric: str = ""
+    metrics: tuple[str, ...] = ()  # every metric any layer reported, in first-seen order
+    epochs: tuple[int, ...] = ()
+    rows: tuple[LayerRow, ...] = ()
+
+
+@dataclass(frozen=True)
 class BoardRow:
     number: int
     run_id: str
@@ -132,6 +165,9 @@ class BoardRow:
     sec_per_epoch: float | None
     state: str
     current: bool
+    past: bool = False  # from the runs folder, not trained in this session
+    colour: int = -1  # overlay colour when selected
+    run_dir: str = ""
 
 
 # --- one run ------------------------------------------------------------------------------
@@ -159,6 +195,8 @@ class RunView:
     progress_rate: float | None = None  # steps per second in the epoch in progress
     layers: dict = field(default_factory=dict)
     layers_epoch: int | None = None
+    layer_history: dict = field(default_factory=dict)  # epoch -> layer -> metric -> value
+    kinds: dict = field(default_factory=dict)  # layer -> metrics.LAYER_KINDS
     act_hists: dict = field(default_factory=dict)
     act_hists_epoch: int | None = None
     grad_init_hists: dict = field(default_factory=dict)
@@ -168,8 +206,12 @@ class RunView:
     peak_dead: float | None = None
     started_at: float = 0.0
     ended_at: float | None = None
+    paused_at: float | None = None
+    paused_total: float = 0.0
     last_checkpoint: str = ""
     last_event_at: float = 0.0  # wall-clock time of its latest event
+    past: bool = False
+    note: str = ""
 
     @property
     def label(self) -> str:
@@ -183,33 +225,46 @@ class RunView:
     def ended(self) -> bool:
         return self.state in ENDED_STATES
 
+    def elapsed(self, now: float) -> float:
+        """Training time so far: wall clock since the start, less the time spent paused."""
+        end = self.ended_at if self.ended and self.ended_at is not None else now
+        if self.paused_at is not None:
+            end = min(end, self.paused_at)
+        return max(0.0, end - self.started_at - self.paused_total)
 
-def _dead_fraction(stats: dict) -> float | None:
-    size = stats.get("size")
-    dead = stats.get("dead_exact")
-    if dead is not None and size:
-        return dead / size
-    if stats.get("dead_exact_frac") is not None:
-        return stats["dead_exact_frac"]
-    if stats.get("dead_live") is not None and size:
-        return stats["dead_live"] / size
-    return None
+    def kind(self, layer: str) -> str:
+        """The layer's kind as the probes said, else what its metrics show it to be."""
+        kind = self.kinds.get(layer)
+        if kind:
+            return kind
+        stats = self.layers.get(layer, {})
+        if metrics.SIZE in stats:
+            return metrics.ACTIVATION
+        if GRAD_METRIC in stats:
+            return metrics.LINEAR
+        return ""
 
-
-def _slot_key(name: str) -> tuple[int, str]:
-    """Sort act1, act2, ..., act10 and fc1, ..., out in network order."""
-    digits = "".join(c for c in name if c.isdigit())
-    return (int(digits) if digits else 10**6, name)
+    def layer_names(self, kind: str) -> list[str]:
+        """The run's layers of one kind, in the order the probes reported them."""
+        return [name for name in self.layers if self.kind(name) == kind]
 
 
 def _finite(x: float | None) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def _epoch_event(run_id: str, row: dict, best: float, best_epoch: int) -> EpochDone:
+    """An EpochDone rebuilt from one row of `read_run`'s table."""
+    return EpochDone(run_id=run_id, time=0.0, epoch=row["epoch"], train_loss=row["train_loss"],
+                     train_acc=row["train_acc"], val_loss=row["val_loss"], val_acc=row["val_acc"],
+                     seconds=row["seconds"], lr=0.0, activation=row["activation"], best_val_acc=best,
+                     best_epoch=best_epoch, improved=best_epoch == row["epoch"])
+
+
 # --- the session ----------------------------------------------------------------------------
 
 class Session:
-    """All runs of this app session, in the order they started."""
+    """All runs of this app session (and the past runs loaded with it), in the order seen."""
 
     def __init__(self, *, mode: str = "live", dataset: str = "", hidden_sizes: Iterable[int] = (),
                  activation: str = "", max_epochs: int = 0, device: str = "") -> None:
@@ -223,6 +278,9 @@ class Session:
         self.pending: str = ""
         self.queue: tuple[str, ...] = ()
         self.notices: list[tuple[str, str]] = []  # (text, severity) for the app to toast
+        self.selected: list[str] = []  # run ids overlaid on the charts, in selection order
+        self.layer_metric: str = ""  # the metric the layers view shows ("" until one is known)
+        self.writer: WriterStatus | None = None  # watch mode: whether the run's process is alive
         # what the header shows before the first RunStarted (from the config)
         self._planned = dict(dataset=dataset, hidden=tuple(hidden_sizes), activation=activation,
                              max_epochs=max_epochs, device=device)
@@ -253,9 +311,19 @@ class Session:
         return self.catalog.curves.get(self.canonical(name))
 
     def completed_activations(self) -> set[str]:
-        """Activations with a run that trained to its end (finished or early-stopped)."""
+        """Activations with a run of this session that trained to its end (finished or early-stopped)."""
         return {self.canonical(r.activations[0]) for r in self.runs.values()
-                if r.state in COMPLETE_STATES and len(r.activations) == 1}
+                if r.state in COMPLETE_STATES and len(r.activations) == 1 and not r.past}
+
+    def toggle_selected(self, run_id: str) -> bool:
+        """Overlay a run on the charts, or take it off; whether it is selected now."""
+        if run_id in self.selected:
+            self.selected.remove(run_id)
+            return False
+        if run_id in self.runs:
+            self.selected.append(run_id)
+            return True
+        return False
 
     # -- folding events --------------------------------------------------------------------
 
@@ -266,7 +334,7 @@ class Session:
             return set()
         changed = handler(item)
         run = self.runs.get(getattr(item, "run_id", ""))
-        if run is not None:  # an engine event of a known run
+        if run is not None and not isinstance(item, PastRun):  # an engine event of a known run
             run.last_event_at = max(run.last_event_at, item.time)
         return changed
 
@@ -279,15 +347,61 @@ class Session:
             run = RunView(run_id=e.run_id, number=len(self.runs) + 1, started=e, activation=e.activation,
                           activations=[e.activation], started_at=e.time)
             self.runs[e.run_id] = run
-        else:  # the same run resumed (a watched log after `actlab run --resume`)
+        else:  # the same run resumed (in the app, or a watched log after `actlab run --resume`)
+            prior = run.elapsed(run.ended_at) if run.ended_at is not None else run.epoch_seconds
             run.started = e
-            run.state, run.message, run.ended_at = "running", "", None
+            run.started_at = e.time - prior
+            run.paused_total, run.paused_at = 0.0, None
+            run.state, run.message, run.ended_at, run.past = "running", "", None, False
+        run.note = e.dataset_note
         self.current_id = e.run_id
         self.error = ""
         self.pending = ""
-        if e.dataset_note:
-            self.notices.append((e.dataset_note, "warning"))
         return set(ALL_PANELS)
+
+    def _on_PastRun(self, item: PastRun) -> set[str]:
+        """A run folder read from disk: a row in the leaderboard, curves to overlay."""
+        table = item.table
+        if table.started is None:
+            return set()
+        run = self.runs.get(table.run_id)
+        if run is None:
+            s = table.started
+            run = RunView(run_id=table.run_id, number=len(self.runs) + 1, started=s, activation=s.activation,
+                          activations=[s.activation], started_at=s.time, past=True, state=table.status)
+            self.runs[table.run_id] = run
+            run.test_acc = table.test_acc
+            run.note = s.dataset_note
+            if run.ended:
+                run.ended_at = s.time + sum(row["seconds"] for row in table.epochs)
+        first = run.epochs[0].epoch if run.epochs else None
+        best, best_epoch, earlier = None, 0, []
+        for row in table.epochs:
+            if best is None or row["val_acc"] > best:
+                best, best_epoch = row["val_acc"], row["epoch"]
+            if first is None or row["epoch"] < first:
+                earlier.append(_epoch_event(run.run_id, row, best, best_epoch))
+                run.epoch_seconds += row["seconds"]
+                run.epoch_count += 1
+                if row["activation"] != run.activations[-1]:
+                    run.swaps.append((row["epoch"], row["activation"]))
+                    run.activations.append(row["activation"])
+        if earlier:
+            run.epochs.extendleft(reversed(earlier))
+            run.epochs_run = max(run.epochs_run, earlier[-1].epoch)
+            run.activation = run.epochs[-1].activation
+            run.best_val_acc = max(best, run.best_val_acc or 0.0)
+        for epoch, layers in table.layer_stats.items():
+            run.layer_history.setdefault(epoch, layers)
+            self._peak_dead(run, layers)
+        if table.layer_stats and run.layers_epoch is None:
+            run.layers_epoch = max(table.layer_stats)
+            run.layers = dict(table.layer_stats[run.layers_epoch])
+        return {METRICS, BOARD, LAYERS}
+
+    def _on_WriterStatus(self, w: WriterStatus) -> set[str]:
+        self.writer = w
+        return {HEADER}
 
     def _on_BatchProgress(self, e: BatchProgress) -> set[str]:
         run = self._run(e.run_id)
@@ -317,26 +431,31 @@ class Session:
             run.activation = e.activation
         return {HEADER, METRICS, BOARD}
 
+    def _peak_dead(self, run: RunView, layers: dict) -> None:
+        for name, stats in layers.items():
+            frac = metrics.dead_fraction(stats)
+            if _finite(frac):
+                run.peak_dead = frac if run.peak_dead is None else max(run.peak_dead, frac)
+
     def _on_LayerStats(self, e: LayerStats) -> set[str]:
         run = self._run(e.run_id)
         if run is None:
             return set()
+        if e.kinds:
+            run.kinds.update(e.kinds)
         if run.layers_epoch is None or e.epoch >= run.layers_epoch:
             run.layers, run.layers_epoch = dict(e.layers), e.epoch
+        run.layer_history[e.epoch] = e.layers
         acts = {k.split("/", 1)[1]: v for k, v in e.histograms.items() if k.startswith("act/")}
         if acts and (run.act_hists_epoch is None or e.epoch >= run.act_hists_epoch):
             run.act_hists, run.act_hists_epoch = acts, e.epoch
         grads = {k.split("/", 1)[1]: v for k, v in e.histograms.items() if k.startswith("grad_init/")}
         if grads:
             run.grad_init_hists = grads
-        for name, stats in e.layers.items():
-            if name.startswith("act"):
-                frac = _dead_fraction(stats)
-                if _finite(frac):
-                    run.peak_dead = frac if run.peak_dead is None else max(run.peak_dead, frac)
+        self._peak_dead(run, e.layers)
         if run.grad_per != "step":
             self._epoch_grads(run, e.epoch)
-        return {DEAD, HISTS, BOARD, GRADS}
+        return {DEAD, HISTS, BOARD, GRADS, LAYERS}
 
     def _epoch_grads(self, run: RunView, epoch: int) -> None:
         """Without per-step series, one sparkline cell per epoch from the layer stats."""
@@ -357,8 +476,8 @@ class Session:
         if run.grad_per != "step":
             run.grad_series.clear()
             run.grad_per = "step"
-        for name, metrics in e.series.items():
-            values = metrics.get(GRAD_METRIC)
+        for name, series in e.series.items():
+            values = series.get(GRAD_METRIC)
             if values:
                 run.grad_series.setdefault(name, deque(maxlen=STEP_HISTORY)).extend(
                     float(v) if v is not None else math.nan for v in values)
@@ -377,6 +496,11 @@ class Session:
         run = self._run(e.run_id)
         if run is None:
             return set()
+        if e.state == "paused" and run.paused_at is None:
+            run.paused_at = e.time
+        elif e.state == "running" and run.paused_at is not None:
+            run.paused_total += max(0.0, e.time - run.paused_at)
+            run.paused_at = None
         run.state = e.state
         if self.pending in ("pausing", "resuming"):
             self.pending = ""
@@ -458,20 +582,34 @@ class Session:
         if run.progress is not None and not run.ended:
             p_epoch, p_step, p_steps = run.progress
             if p_epoch > run.epochs_run:
-                step, steps = p_step, p_steps
-        end = run.ended_at if run.ended else None
-        elapsed = max(0.0, (end if end is not None else now) - run.started_at)
+                epoch, step, steps = p_epoch, p_step, p_steps
         message = run.message if run.ended and run.message else self.error
         error = run.state in ("failed", "diverged") or bool(self.error)
-        silent = now - run.last_event_at
-        if self.mode == "watch" and run.state == "running" and silent > STALE_AFTER and not message:
-            message = f"no new events for {fmt_duration(silent)}: is the run still alive?"
-            error = True
+        stale = self._stale(run, now)
+        if stale and not message:
+            message, error = stale, True
         return HeaderData(mode=self.mode, dataset=s.dataset, shape=shape, device=s.device,
                           activation=run.activation, state=run.state, pending=self.pending,
                           run_number=run.number, epoch=epoch, max_epochs=s.max_epochs, step=step,
-                          steps=steps, elapsed=elapsed, eta=self._eta(run), queue=self.queue,
-                          message=message, message_is_error=error, run_id=run.run_id)
+                          steps=steps, elapsed=run.elapsed(now), eta=self._eta(run), queue=self.queue,
+                          message=message, message_is_error=error, run_id=run.run_id, note=run.note)
+
+    def _stale(self, run: RunView, now: float) -> str:
+        """Watching a log: a warning when the run's writer is really gone, else ""."""
+        if self.mode != "watch" or run.state not in ("running", "paused"):
+            return ""
+        silent = now - run.last_event_at
+        writer = self.writer
+        if writer is not None and writer.known:
+            if writer.alive:
+                return ""
+            return f"the run's process is gone (last event {fmt_duration(silent)} ago); resume it with actlab --resume"
+        if run.state == "paused":
+            return ""
+        limit = max(STALE_AFTER, STALE_EPOCHS * (run.sec_per_epoch or 0.0))
+        if silent > limit:
+            return f"no new events for {fmt_duration(silent)}: is the run still alive?"
+        return ""
 
     def _eta(self, run: RunView) -> float | None:
         if run.ended or run.state == "paused":
@@ -491,7 +629,7 @@ class Session:
         return max(0.0, (remaining_epochs - done_in_epoch) * per_epoch)
 
     def metrics(self, metric: str) -> MetricsData:
-        def series(run: RunView) -> Series:
+        def series(run: RunView, colour: int = -1) -> Series:
             epochs = tuple(e.epoch for e in run.epochs)
             if metric == "acc":
                 train = tuple(e.train_acc * 100 for e in run.epochs)
@@ -499,13 +637,27 @@ class Session:
             else:
                 train = tuple(e.train_loss for e in run.epochs)
                 val = tuple(e.val_loss for e in run.epochs)
-            return Series(run.label, epochs, train, val)
+            return Series(f"#{run.number} {run.label}", epochs, train, val, colour)
 
         run = self.current
-        previous = tuple(series(r) for r in self.runs.values() if r is not run and r.epochs)
+        overlays = tuple(series(self.runs[i], self.colour_of(i)) for i in self.selected
+                         if i in self.runs and self.runs[i] is not run and self.runs[i].epochs)
+        previous = tuple(series(r) for r in self.runs.values()
+                         if r is not run and r.epochs and not r.past and r.run_id not in self.selected)
+        chance = None
+        if metric == "acc" and run is not None and run.started.num_classes:
+            chance = 100.0 / run.started.num_classes
         if run is None:
-            return MetricsData(metric, None, previous)
-        return MetricsData(metric, series(run), previous, tuple(run.swaps), run.started.max_epochs)
+            return MetricsData(metric, None, previous, overlays=overlays)
+        return MetricsData(metric, series(run), previous, tuple(run.swaps), run.started.max_epochs,
+                           overlays=overlays, chance=chance)
+
+    def colour_of(self, run_id: str) -> int:
+        """A selected run's colour index: fixed by its run number, so it never changes."""
+        run = self.runs.get(run_id)
+        if run is None or run_id not in self.selected:
+            return -1
+        return run.number
 
     def curve(self) -> Curve | None:
         run = self.current
@@ -516,49 +668,108 @@ class Session:
         run = self.current
         if run is None:
             return DeadData()
-        curve = self.curve_for(run.activation)
-        smooth = bool(curve and curve.smooth)
-        n = len(run.started.hidden_sizes)
         rows = []
-        for i in range(1, n + 1):
-            stats = run.layers.get(f"act{i}", {})
-            size = stats.get("size") or run.started.hidden_sizes[i - 1]
-            frac = _dead_fraction(stats)
-            dead = stats.get("dead_exact")
+        for name in run.layer_names(metrics.ACTIVATION):
+            stats = run.layers.get(name, {})
+            size = stats.get(metrics.SIZE)
+            frac = metrics.dead_fraction(stats)
+            dead = stats.get(metrics.DEAD_EXACT)
             if dead is None and frac is not None and size:
                 dead = frac * size
-            sat = stats.get("saturation")
-            rows.append(DeadRow(f"act{i}", int(size) if size else None, dead, frac, sat if _finite(sat) else None))
+            sat = stats.get(metrics.SATURATION)
+            rows.append(DeadRow(name, int(size) if size else None, dead, frac, sat if _finite(sat) else None))
         if run.layers_epoch is None:
-            return DeadData(tuple(rows), None, smooth)
-        has_sat = any(r.saturation is not None for r in rows)
-        return DeadData(tuple(rows), run.layers_epoch, smooth and has_sat)
+            return DeadData(tuple(rows), None, False, True)
+        # saturation where it occurs: any layer with a measured share above zero
+        has_sat = any(r.saturation for r in rows)
+        return DeadData(tuple(rows), run.layers_epoch, has_sat, True)
 
     def grads(self) -> GradData:
         run = self.current
         if run is None or not run.grad_series:
             return GradData()
-        names = sorted((n for n in run.grad_series if not n.startswith("act")), key=_slot_key)
-        return GradData(tuple((n, tuple(run.grad_series[n])) for n in names), run.grad_per or "step")
+        linear = run.layer_names(metrics.LINEAR)
+        names = [n for n in linear if n in run.grad_series] or [n for n in run.grad_series
+                                                                 if run.kind(n) != metrics.ACTIVATION]
+        rows = tuple((n, tuple(run.grad_series[n])) for n in names)
+        return GradData(rows, run.grad_per or "step", self._vanishing(run, names))
+
+    def _vanishing(self, run: RunView, names: list[str]) -> str:
+        """A warning when the first layer's gradients are orders of magnitude below the output's."""
+        if len(names) < 2:
+            return ""
+        first, last = run.layers.get(names[0], {}).get(GRAD_METRIC), run.layers.get(names[-1], {}).get(GRAD_METRIC)
+        if not (_finite(first) and _finite(last)) or last <= 0:
+            return ""
+        ratio = first / last
+        if ratio >= VANISHING_RATIO:
+            return ""
+        orders = math.log10(last / first) if first > 0 else math.inf
+        return (f"vanishing gradients: {names[0]} |g| is {orders:.1f} orders of magnitude below {names[-1]}"
+                if math.isfinite(orders) else f"vanishing gradients: {names[0]} gets no gradient")
 
     def hists(self) -> HistData:
         run = self.current
         if run is None:
             return HistData()
 
-        def hists(table: dict) -> tuple[Hist, ...]:
+        def hists(table: dict, order: list[str]) -> tuple[Hist, ...]:
             out = []
-            for name in sorted(table, key=_slot_key):
+            for name in [n for n in order if n in table] + [n for n in table if n not in order]:
                 h = table[name]
                 edges, counts = h.get("edges") or [], h.get("counts") or []
                 if len(edges) >= 2 and counts:
-                    out.append(Hist(name, float(edges[0]), float(edges[-1]), tuple(float(c) for c in counts)))
+                    out.append(fitted(name, edges, counts))
             return tuple(out)
 
-        return HistData(hists(run.act_hists), run.act_hists_epoch, hists(run.grad_init_hists))
+        return HistData(hists(run.act_hists, run.layer_names(metrics.ACTIVATION)), run.act_hists_epoch,
+                        hists(run.grad_init_hists, run.layer_names(metrics.LINEAR)))
+
+    def layers_view(self) -> LayersData:
+        """The metric picked with `m`, per layer, over every epoch with layer stats."""
+        run = self.current
+        if run is None or not run.layer_history:
+            return LayersData()
+        names: dict[str, None] = {}
+        layers: dict[str, None] = {}
+        for epoch in sorted(run.layer_history):
+            for layer, stats in run.layer_history[epoch].items():
+                layers.setdefault(layer)
+                for key in stats:
+                    names.setdefault(key)
+        available = tuple(names)
+        metric = self.layer_metric if self.layer_metric in names else (available[0] if available else "")
+        epochs = tuple(sorted(run.layer_history))
+        rows = []
+        for layer in layers:
+            values = [run.layer_history[e].get(layer, {}).get(metric) for e in epochs]
+            if any(v is not None for v in values):
+                rows.append(LayerRow(layer, run.kind(layer),
+                                     tuple(float(v) if v is not None else math.nan for v in values)))
+        return LayersData(metric, available, epochs, tuple(rows))
+
+    def step_layer_metric(self, delta: int) -> str:
+        """Show the next (or previous) metric in the layers view; its name."""
+        available = self.layers_view().metrics
+        if not available:
+            return ""
+        current = self.layer_metric if self.layer_metric in available else available[0]
+        self.layer_metric = available[(available.index(current) + delta) % len(available)]
+        return self.layer_metric
 
     def board(self) -> tuple[BoardRow, ...]:
         return tuple(BoardRow(number=r.number, run_id=r.run_id, activation=r.label, best_val=r.best_val_acc,
                               test=r.test_acc, epochs=r.epochs_run, peak_dead=r.peak_dead,
-                              sec_per_epoch=r.sec_per_epoch, state=r.state, current=r.run_id == self.current_id)
+                              sec_per_epoch=r.sec_per_epoch, state=r.state, current=r.run_id == self.current_id,
+                              past=r.past, colour=self.colour_of(r.run_id), run_dir=r.started.run_dir)
                      for r in self.runs.values())
+
+
+def fitted(layer: str, edges: list[float], counts: list[float]) -> Hist:
+    """A histogram cropped to the bins that hold values: the range fits the data, so a
+    sigmoid layer (0..1) or a tanh layer (-1..1) fills the width instead of a few cells."""
+    nonzero = [i for i, c in enumerate(counts) if c]
+    if not nonzero:
+        return Hist(layer, float(edges[0]), float(edges[-1]), tuple(float(c) for c in counts))
+    lo, hi = nonzero[0], nonzero[-1] + 1
+    return Hist(layer, float(edges[lo]), float(edges[hi]), tuple(float(c) for c in counts[lo:hi]))

@@ -1,4 +1,5 @@
-"""Per-layer panels: dead neurons (and saturation), gradient sparklines, histograms.
+"""Per-layer panels: dead neurons (and saturation), gradient sparklines, histograms, and the
+layers view (any per-layer metric over epochs).
 
 Text panels, not plotext: one row per layer reads at a glance in an 80x24 terminal, keeps
 every layer visible at once, and works without colour (NO_COLOR adds `!`/`!!` markers where
@@ -14,8 +15,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from .palette import TRAIN, VAL, hex_colour
-from .session import DeadData, GradData, Hist, HistData
+from .colours import TRAIN, VAL, hex_colour
+from .session import DeadData, GradData, Hist, HistData, LayersData
 from .textplots import FULL, bar, fmt_pct, fmt_sci, ridgeline, sparkline
 
 #: dead (or saturated) share at or above which a layer shows as a warning, and as bad
@@ -71,9 +72,9 @@ class DeadPanel(_Panel):
 
     def render(self) -> Text:
         d = self.data
-        if not d.rows:
+        if not d.has_run:
             return self.empty("no run yet")
-        if d.epoch is None:
+        if d.epoch is None or not d.rows:
             return self.empty("no layer statistics yet" if not self.ended else "no layer statistics (probes off?)")
         width = max(12, self.content_size.width)
         out = Text(no_wrap=True, overflow="crop")
@@ -129,6 +130,8 @@ class GradPanel(_Panel):
         lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
         out = Text(no_wrap=True, overflow="crop")
         colour = hex_colour(TRAIN)
+        if d.warning:
+            out.append(("!! " if self.no_color else "") + d.warning + "\n", style=f"bold {self.colour('warning')}")
         for i, (name, values) in enumerate(d.rows):
             if i:
                 out.append("\n")
@@ -180,6 +183,40 @@ class HistPanel(_Panel):
             per = _rows_per_layer(height - len(sections), len(d.acts) + len(d.grads))
             lines = [line for s in sections for line in _section(*s, width, per)]
         return Text("\n", no_wrap=True, overflow="crop").join(lines)
+
+
+class LayersPanel(_Panel):
+    """Every per-layer metric the probes recorded, one at a time (`m` / `M` pick it): a row
+    per layer with its kind, a sparkline over epochs and the latest value."""
+
+    data: reactive[LayersData] = reactive(LayersData, layout=True)
+
+    def render(self) -> Text:
+        d = self.data
+        if not d.rows:
+            return self.empty("no layer statistics yet")
+        width = max(24, self.content_size.width)
+        label_w = min(12, max(len(r.layer) for r in d.rows))
+        kind_w = 4
+        value_w = 9
+        spark_w = max(4, width - label_w - kind_w - value_w - 3)
+        out = Text(no_wrap=True, overflow="crop")
+        index = d.metrics.index(d.metric) + 1 if d.metric in d.metrics else 0
+        out.append(f"{d.metric}", style="bold")
+        out.append(f"  ({index}/{len(d.metrics)}, m/M change) · epochs {d.epochs[0]}…{d.epochs[-1]}\n", style="dim")
+        colour = hex_colour(VAL)
+        for i, row in enumerate(d.rows):
+            if i:
+                out.append("\n")
+            out.append(f"{row.layer[:label_w]:<{label_w}} ")
+            out.append(f"{row.kind[:kind_w]:<{kind_w}} ", style="dim")
+            out.append(sparkline(row.values, spark_w).ljust(spark_w), style=colour)
+            last = next((v for v in reversed(row.values) if math.isfinite(v)), None)
+            out.append(f" {fmt_sci(last):>{value_w - 1}}")
+        return out
+
+    def title(self) -> str:
+        return f"layers · {self.data.metric or 'metrics'} over epochs"
 
 
 def _rows_per_layer(height: int, layers: int) -> int:

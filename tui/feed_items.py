@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from actlab.engine.runs import RunTable
+
 #: the lab's activation order before the engine has loaded (keys 1..9, 0); the engine's
-#: `activation_names()[:10]` replaces it in `Catalog`
+#: `activation_names()` replaces it in `Catalog` (keys pick the first ten, pickers reach all)
 LAB_ORDER: tuple[str, ...] = ("sigmoid", "tanh", "relu", "leakyrelu", "prelu", "elu", "gelu", "swish", "mish",
                               "tanhexp")
 
@@ -38,7 +40,7 @@ class Catalog:
     Sent once the engine is importable (PyTorch loaded in the worker thread).
     """
 
-    names: tuple[str, ...]  # the lab's list: keys 1..9, 0 pick names[0..9]
+    names: tuple[str, ...]  # every activation, the lab's ten first: keys 1..9, 0 pick names[0..9]
     curves: dict[str, Curve] = field(default_factory=dict)  # by canonical name
     aliases: dict[str, str] = field(default_factory=dict)  # any spelling -> canonical name
 
@@ -56,3 +58,23 @@ class FeedError:
     """An error outside a run (the engine would not load, the data could not be read)."""
 
     error: str
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """A run folder read back from disk (`lab.read_run`): shown in the leaderboard, not trained here."""
+
+    table: RunTable
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """Watching a log: whether the process that writes it still holds the run folder.
+
+    `known` is False when the engine cannot tell (no lock to read); the app then judges
+    staleness by silence alone.
+    """
+
+    known: bool
+    alive: bool = False
+    holder: str = ""  # "pid 123 on host" while alive
