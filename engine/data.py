@@ -10,14 +10,21 @@ Where the files come from (fashion-mnist / mnist):
 1. `source` (lab.toml `data.source`, else the env var `ACTLAB_DATA`): a folder of the four
    original `.gz` files, taken as `<source>/`, `<source>/raw/` or `<source>/<Class>/raw/`
    (so `ACTLAB_DATA=../shared/datasets` serves both datasets). The folder is only read:
-   the files are checked against torchvision's MD5s, copied into the cache and extracted
-   there. A missing or corrupt source is a `DataError`, never a silent fallback.
+   the files are checked against the datasets' published MD5s, copied into the cache and
+   extracted there. A missing or corrupt source is a `DataError`, never a silent fallback.
 2. Otherwise the cache (`cache_dir`, default `default_cache_dir()`), laid out as
    torchvision expects: `<cache>/<Class>/raw/`.
 3. Otherwise a torchvision download into the cache (if `download`), with a short socket
-   timeout so that an offline machine fails in seconds.
+   timeout so that an offline machine fails in seconds. torchvision is imported for this
+   only (importing its datasets costs over a second of CPU).
 4. Otherwise, with `fallback="digits"`, the scikit-learn digits (shipped with sklearn, so
    always offline) and a one-line `note` saying why; with `fallback="none"` a `DataError`.
+
+Decoding the raw files (gunzip, then the IDX format) happens once: the decoded uint8
+tensors are saved beside them (`<cache>/<Class>/decoded.pt`) with the MD5 of every file they
+came from. A later load hashes the files again (a few hundredths of a second) and uses the
+saved tensors only when every MD5 matches; a changed file is decoded again, and an
+unreadable or foreign decoded file is replaced, never an error.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import gzip
+import hashlib
 import io
 import math
 import os
@@ -51,6 +60,23 @@ DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation while downloading
 BLOBS_PER_CLASS = 40  # reference section 4: 40 points per cloud, means -1 / +1, std 0.5
 BLOBS_STD = 0.5
 _DIGITS_TEST_SEED = 0  # the digits test split is fixed, like the MNIST test sets
+
+#: the four files of each IDX dataset with their published MD5s (torchvision's `resources`),
+#: and the folder name torchvision gives the dataset in a cache
+IDX_FILES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "fashion-mnist": ("FashionMNIST", (
+        ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+        ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+        ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"))),
+    "mnist": ("MNIST", (
+        ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"))),
+}
+DECODED_FILE = "decoded.pt"
+DECODED_FORMAT = "actlab-decoded-idx-1"
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,7 +172,7 @@ def load_dataset(
         source = os.environ.get("ACTLAB_DATA") or None
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     try:
-        train_set, test_set = _torchvision_sets(key, root, source, download)
+        images, labels, test_images, test_labels = _idx_tensors(key, root, source, download)
     except _Unavailable as exc:
         if fallback == "none":
             raise DataError(f"{key} unavailable: {exc}") from None
@@ -154,15 +180,15 @@ def load_dataset(
         note = f"{key} unavailable ({exc}); using digits"
         return dataclasses.replace(splits, note=note)
 
-    n_train = len(train_set.targets)
+    n_train = len(labels)
     if val_size >= n_train:
         raise DataError(f"val_size {val_size} leaves no training data ({key} has {n_train} training images)")
-    x = _to_device_flat(train_set.data, device, 255.0)
-    y = train_set.targets.to(device=device, dtype=torch.int64)
+    x = _to_device_flat(images, device, 255.0)
+    y = labels.to(device=device, dtype=torch.int64)
     perm = torch.randperm(n_train, generator=_generator(seed)).to(device)
     val_idx, train_idx = perm[:val_size], perm[val_size:]
-    test_x = _to_device_flat(test_set.data, device, 255.0)
-    test_y = test_set.targets.to(device=device, dtype=torch.int64)
+    test_x = _to_device_flat(test_images, device, 255.0)
+    test_y = test_labels.to(device=device, dtype=torch.int64)
     return _finish(
         key, x[train_idx], y[train_idx], x[val_idx], y[val_idx], test_x, test_y,
         input_shape=(1, 28, 28), num_classes=10, normalization=normalization,
@@ -272,33 +298,110 @@ def _load_blobs(device: torch.device, seed: int, normalization: str) -> DataSpli
     )
 
 
-# --- fashion-mnist / mnist through torchvision ----------------------------------------------
+# --- fashion-mnist / mnist: IDX files, decoded once ------------------------------------------
+
+
+def _idx_tensors(key: str, root: Path, source, download: bool) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, test images, test labels) as uint8 / int64 CPU tensors.
+
+    The files are staged into the cache (from `source`) or downloaded when missing; the
+    decoded tensors come from `<cache>/<Class>/decoded.pt` when it matches the files' MD5s.
+    """
+    class_name, resources = IDX_FILES[key]
+    raw = root / class_name / "raw"
+    files = [filename for filename, _ in resources]
+    if source is not None:
+        src = _find_source_dir(Path(source).expanduser(), class_name, files)
+        digests = _stage_from_source(resources, src, raw)
+    elif not _extracted(raw, files):
+        if not download:
+            raise _Unavailable(f"not in the cache {raw} and downloads are off")
+        _download(_torchvision_class(key), root, raw)
+        digests = None
+    else:
+        digests = None
+    if digests is None:  # the cache's own files: hash what is there (the .gz, else the extracted file)
+        digests = {}
+        for filename in files:
+            path = raw / filename if (raw / filename).is_file() else raw / filename[: -len(".gz")]
+            digests[filename] = _md5(path)
+    decoded = raw.parent / DECODED_FILE
+    tensors = _read_decoded(decoded, digests)
+    if tensors is not None:
+        return tensors
+    try:
+        tensors = tuple(_read_idx(raw / filename[: -len(".gz")]) for filename in files)
+    except (OSError, ValueError, RuntimeError) as exc:  # truncated / foreign files left in the cache
+        raise DataError(
+            f"cached {key} files in {raw} are unreadable ({_one_line(exc)}); delete that folder and retry"
+        ) from None
+    images, labels, test_images, test_labels = tensors
+    if len(images) != len(labels) or len(test_images) != len(test_labels):
+        raise DataError(f"cached {key} files in {raw} do not match (images and labels differ in number); "
+                        f"delete that folder and retry")
+    _write_decoded(decoded, digests, tensors)
+    return tensors
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (big-endian header: two zero bytes, a type code, the number of dimensions,
+    then each dimension as a 32-bit integer) of unsigned bytes as a tensor of its shape."""
+    data = path.read_bytes()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path.name}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) != header + math.prod(shape):
+        raise ValueError(f"{path.name}: {len(data)} bytes, the header announces {header + math.prod(shape)}")
+    values = torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).reshape(shape)
+    return values if ndim > 1 else values.to(torch.int64)
+
+
+def _read_decoded(path: Path, digests: dict[str, str]) -> tuple[torch.Tensor, ...] | None:
+    """The saved tensors if `path` holds them for files with exactly these MD5s, else None
+    (missing, stale, unreadable or foreign: the caller decodes again)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or saved.get("format") != DECODED_FORMAT or saved.get("md5") != digests:
+            return None
+        tensors = tuple(saved["tensors"])
+        if len(tensors) != 4 or not all(isinstance(t, torch.Tensor) for t in tensors):
+            return None
+        if len(tensors[0]) != len(tensors[1]) or len(tensors[2]) != len(tensors[3]):
+            return None
+        return tensors
+    except Exception:  # any damage to a cache file means: decode again
+        return None
+
+
+def _write_decoded(path: Path, digests: dict[str, str], tensors: tuple[torch.Tensor, ...]) -> None:
+    """Save the decoded tensors atomically (temp file + rename); a cache that cannot be
+    written (read-only, full) only costs the next run a decode."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": DECODED_FORMAT, "md5": dict(digests), "tensors": list(tensors)}, f)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _torchvision_class(key: str):
     from torchvision import datasets
 
     return {"fashion-mnist": datasets.FashionMNIST, "mnist": datasets.MNIST}[key]
-
-
-def _torchvision_sets(key: str, root: Path, source, download: bool):
-    """Both torchvision splits (uint8 `.data`, int64 `.targets`), read from the cache."""
-    cls = _torchvision_class(key)
-    raw = root / cls.__name__ / "raw"
-    files = [filename for filename, _ in cls.resources]
-    if source is not None:
-        src = _find_source_dir(Path(source).expanduser(), cls.__name__, files)
-        _stage_from_source(cls, src, raw)
-    elif not _extracted(raw, files):
-        if not download:
-            raise _Unavailable(f"not in the cache {raw} and downloads are off")
-        _download(cls, root, raw)
-    try:
-        return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
-    except Exception as exc:  # truncated / foreign files left in the cache
-        raise DataError(
-            f"cached {key} files in {raw} are unreadable ({_one_line(exc)}); delete that folder and retry"
-        ) from None
 
 
 def _extracted(raw: Path, files: list[str]) -> bool:
@@ -323,36 +426,38 @@ def _find_source_dir(source: Path, class_name: str, files: list[str]) -> Path:
     )
 
 
-def _stage_from_source(cls, src: Path, raw: Path) -> None:
-    """Copy the `.gz` files from `src` into the cache (if absent or of another size) and extract.
+def _stage_from_source(resources, src: Path, raw: Path) -> dict[str, str]:
+    """Check the `.gz` files in `src` against the published MD5s, copy each into the cache
+    (if absent or different) and extract it; returns {file name: MD5}.
 
-    Files are MD5-checked (torchvision's table and `check_integrity`) before copying; both the
-    copy and the extraction go through temporary names and a rename, so an interrupted run
-    never leaves a half-written file under its final name. `src` is only read.
+    Both the copy and the extraction go through temporary names and a rename, so an
+    interrupted run never leaves a half-written file under its final name. `src` is only read.
     """
-    from torchvision.datasets.utils import check_integrity, extract_archive
-
     try:
         raw.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the dataset cache {raw}: {exc.strerror or exc}") from None
-    for filename, md5 in cls.resources:
+    digests = {}
+    for filename, md5 in resources:
         src_file, dst_file = src / filename, raw / filename
         out_file = raw / filename[: -len(".gz")]
+        digest = digests[filename] = _md5(src_file)
+        if digest != md5:
+            raise DataError(f"{src_file} is corrupt (MD5 differs from the original {filename}); replace it")
         same = dst_file.is_file() and dst_file.stat().st_size == src_file.stat().st_size
         if same and out_file.is_file():
             continue
-        if not check_integrity(str(src_file), md5):
-            raise DataError(f"{src_file} is corrupt (MD5 differs from the original {filename}); replace it")
         with tempfile.TemporaryDirectory(dir=raw, prefix=".staging-") as tmp:
-            tmp_gz = Path(tmp) / filename
+            tmp_gz, tmp_out = Path(tmp) / filename, Path(tmp) / out_file.name
             shutil.copyfile(src_file, tmp_gz)
             try:
-                extract_archive(str(tmp_gz), tmp)
-            except (OSError, EOFError, RuntimeError) as exc:  # bad gzip despite the MD5 (cannot really happen)
+                with gzip.open(tmp_gz, "rb") as f_in, open(tmp_out, "wb") as f_out:
+                    shutil.copyfileobj(f_in, f_out, 1 << 22)
+            except (OSError, EOFError) as exc:  # bad gzip despite the MD5 (cannot really happen)
                 raise DataError(f"{src_file} is not a readable gzip file ({_one_line(exc)})") from None
-            os.replace(Path(tmp) / out_file.name, out_file)
+            os.replace(tmp_out, out_file)
             os.replace(tmp_gz, dst_file)
+    return digests
 
 
 def _download(cls, root: Path, raw: Path) -> None:

@@ -364,3 +364,92 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("ACTLAB_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "datasets"
     assert os.fspath(default_cache_dir()).startswith(os.fspath(tmp_path))
+
+
+# --- the decoded-dataset cache ------------------------------------------------------------------
+
+
+def _first_test_label(cache: Path) -> int:
+    raw = cache / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    return raw.read_bytes()[8]
+
+
+def _set_first_test_label(cache: Path, value: int) -> None:
+    raw = cache / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    data = bytearray(raw.read_bytes())
+    data[8] = value
+    raw.write_bytes(bytes(data))
+
+
+def _raw_first_test_label(splits: DataSplits) -> int:
+    return int(splits.test_y[0])
+
+
+@pytest.mark.shared
+def test_decoded_cache_is_written_once_and_used_while_the_files_match(shared, tmp_path):
+    cache = tmp_path / "cache"
+    first = load_dataset("fashion-mnist", cache_dir=cache, source=shared, seed=3)
+    decoded = cache / "FashionMNIST" / "decoded.pt"
+    saved = torch.load(decoded, weights_only=True)
+    assert [t.shape[0] for t in saved["tensors"]] == [60000, 60000, 10000, 10000]
+    assert saved["tensors"][0].dtype == torch.uint8 and saved["tensors"][0].shape[1:] == (28, 28)
+    assert set(saved["md5"]) == set(GZ_FILES)
+    # the extracted file changes but the .gz it came from does not: the decoded tensors are used
+    label = _first_test_label(cache)
+    _set_first_test_label(cache, (label + 1) % 10)
+    again = load_dataset("fashion-mnist", cache_dir=cache, download=False, fallback="none", seed=3)
+    assert _raw_first_test_label(again) == label == _raw_first_test_label(first)
+    assert torch.equal(again.train_x, first.train_x) and torch.equal(again.val_y, first.val_y)
+
+
+@pytest.mark.shared
+def test_changed_file_is_decoded_again(shared, tmp_path):
+    cache = tmp_path / "cache"
+    load_dataset("fashion-mnist", cache_dir=cache, source=shared)
+    label = _first_test_label(cache)
+    _set_first_test_label(cache, (label + 1) % 10)
+    gz = cache / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes() + b"\0")  # another MD5 than the one recorded with the tensors
+    changed = load_dataset("fashion-mnist", cache_dir=cache, download=False, fallback="none")
+    assert _raw_first_test_label(changed) == (label + 1) % 10
+    saved = torch.load(cache / "FashionMNIST" / "decoded.pt", weights_only=True)
+    assert int(saved["tensors"][3][0]) == (label + 1) % 10  # the cache now holds the new decode
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "foreign", "wrong-shapes"])
+def test_damaged_decoded_cache_is_rebuilt_not_an_error(shared, tmp_path, damage):
+    cache = tmp_path / "cache"
+    good = load_dataset("fashion-mnist", cache_dir=cache, source=shared)
+    decoded = cache / "FashionMNIST" / "decoded.pt"
+    saved = torch.load(decoded, weights_only=True)
+    if damage == "garbage":
+        decoded.write_bytes(b"not a tensor file at all")
+    elif damage == "empty":
+        decoded.write_bytes(b"")
+    elif damage == "truncated":
+        decoded.write_bytes(decoded.read_bytes()[: decoded.stat().st_size // 2])
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, decoded)
+    else:
+        saved["tensors"][1] = saved["tensors"][1][:10]
+        torch.save(saved, decoded)
+    again = load_dataset("fashion-mnist", cache_dir=cache, source=shared)
+    assert torch.equal(again.train_x, good.train_x) and torch.equal(again.test_y, good.test_y)
+    rebuilt = torch.load(decoded, weights_only=True)
+    assert [t.shape[0] for t in rebuilt["tensors"]] == [60000, 60000, 10000, 10000]
+
+
+@pytest.mark.shared
+def test_cached_load_does_not_import_torchvision(shared, tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    load_dataset("fashion-mnist", cache_dir=cache, source=shared)
+    code = ("import sys; from actlab.engine.data import load_dataset; "
+            f"load_dataset('fashion-mnist', cache_dir={str(cache)!r}, source={str(shared)!r}); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
