@@ -92,9 +92,27 @@ class RunTable:
     test_acc: float | None
 
     def column(self, layer: str, metric: str) -> list[tuple[int, float]]:
-        """(epoch, value) pairs of one per-layer metric, e.g. column("act1", "dead_frac")."""
+        """(epoch, value) pairs of one per-layer metric, e.g. column("act1", "dead_exact_frac").
+
+        Raises UnknownColumnError (a KeyError and a UserError) naming the run's layers, or the
+        layer's metrics, when the run never logged that layer or metric.
+        """
+        layers_seen = sorted({name for layers in self.layer_stats.values() for name in layers})
+        if layer not in layers_seen:
+            raise UnknownColumnError(f"{self.run_id}: no layer {layer!r}; layers: {', '.join(layers_seen) or 'none'}")
+        metrics = sorted({m for layers in self.layer_stats.values() for m in layers.get(layer, {})})
+        if metric not in metrics:
+            raise UnknownColumnError(f"{self.run_id}: layer {layer!r} has no metric {metric!r}; "
+                                     f"metrics: {', '.join(metrics)}")
         return [(e, layers[layer][metric]) for e, layers in sorted(self.layer_stats.items())
                 if layer in layers and metric in layers[layer]]
+
+
+class UnknownColumnError(UserError, KeyError):
+    """RunTable.column was asked for a layer or metric the run never logged."""
+
+    def __str__(self) -> str:  # the message as is (KeyError would quote it)
+        return str(self.args[0]) if self.args else ""
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> RunTable:

@@ -19,7 +19,7 @@ def add_where_and_sort(p: argparse.ArgumentParser, *, sort: bool = True) -> None
                         "e.g. activation, status, dataset, seed, test_acc, study, config_hash, or a config key "
                         "such as train.lr")
     if sort:
-        p.add_argument("--sort", metavar="KEY", help="sort by KEY (accuracies best first; a leading '-' flips)")
+        p.add_argument("--sort", metavar="KEY", help="sort by KEY (accuracies best first; --sort=-KEY flips the order)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
