@@ -59,33 +59,29 @@ def variants():
 
 def timed_probe_set(config):
     """A ProbeSet that also adds up the thread CPU time spent inside its own code (hooks,
-    per-step and per-epoch calls): a direct measure of its cost, robust to machine load."""
+    per-step, per-epoch and final calls): a direct measure of its cost, robust to machine load."""
     from actlab.engine.probes import ProbeSet
 
-    class TimedProbeSet(ProbeSet):
-        spent = 0.0
-        _depth = 0
+    spent = {"s": 0.0, "depth": 0}
 
-        def _timed(self, fn):
-            def run(*args, **kwargs):
-                if self._depth:
-                    return fn(*args, **kwargs)
-                self._depth += 1
-                start = time.thread_time()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self.spent += time.thread_time() - start
-                    self._depth -= 1
-            return run
+    def timed(fn):
+        def run(*args, **kwargs):
+            if spent["depth"]:
+                return fn(*args, **kwargs)
+            spent["depth"] += 1
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent["s"] += time.thread_time() - start
+                spent["depth"] -= 1
+        return run
 
-        def _live_hook(self, layer):
-            hook = super()._live_hook(layer)
-            return None if hook is None else self._timed(hook)
-
-    probes = TimedProbeSet(config)
-    for name in ("after_backward", "after_step", "epoch_start", "epoch_stats", "step_stats"):
-        setattr(probes, name, probes._timed(getattr(probes, name)))
+    probes = ProbeSet(config, wrap_hook=timed)
+    for name in ("after_backward", "after_step", "epoch_start", "epoch_stats", "step_stats", "init_stats",
+                 "final_stats"):
+        setattr(probes, name, timed(getattr(probes, name)))
+    probes.spent = lambda: spent["s"]
     return probes
 
 
@@ -109,13 +105,13 @@ def run_once(config, data, probes_config, clock: str) -> tuple[list[float], list
     def consume(event) -> None:
         if isinstance(event, EpochDone):
             epochs.append(event.seconds if clock == "wall" else time.process_time() - mark[0])
-            total = probes.spent if probes is not None else 0.0
+            total = probes.spent() if probes is not None else 0.0
             spent.append(total - seen[0])
             seen[0] = total
         elif isinstance(event, CheckpointSaved) and event.reason == "last":
             mark[0] = time.process_time()
         elif type(event).__name__ == "RunStarted" and probes is not None:
-            seen[0] = probes.spent
+            seen[0] = probes.spent()
 
     result = TrainingRun(config, data=data, probes=probes, consumers=[consume]).run()
     if result.status != "finished":

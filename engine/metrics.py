@@ -46,3 +46,9 @@ def dead_fraction(stats: dict[str, float]) -> float | None:
         if value is not None:
             return float(value)
     return None
+
+# -- report epochs ----------------------------------------------------------------------------
+INIT_EPOCH: Final = 0  # LayerStats.epoch of the statistics at initialisation, before any step
+#: LayerStats.epoch of the "trained" table: after a finished or early-stopped run, on the best
+#: checkpoint's weights (exact dead count over the training split); not an epoch of training
+TRAINED_EPOCH: Final = -1

@@ -59,12 +59,17 @@ def splits(x: torch.Tensor, y: torch.Tensor) -> SimpleNamespace:
     return SimpleNamespace(train_x=x, train_y=y, val_x=x[:0], val_y=y[:0])
 
 
-def train_epoch(model, probes, x, y, *, batch_size, lr=0.0, epoch=1, momentum=0.0, on_batch=None):
-    """One epoch of the lab's loop over x in order (drop_last), calling the probe hooks."""
+def train_epoch(model, probes, x, y, *, batch_size, lr=0.0, epoch=1, momentum=0.0, on_batch=None, tell_steps=True):
+    """One epoch of the lab's loop over x in order (drop_last), calling the probe hooks
+    (`tell_steps=False`: without saying how many steps the epoch has)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum) if lr else None
     model.train()
-    probes.epoch_start(epoch)
-    for b in range(x.shape[0] // batch_size):
+    steps = x.shape[0] // batch_size
+    if tell_steps:
+        probes.epoch_start(epoch, steps)
+    else:
+        probes.epoch_start(epoch)
+    for b in range(steps):
         xb, yb = x[b * batch_size:(b + 1) * batch_size], y[b * batch_size:(b + 1) * batch_size]
         loss = F.cross_entropy(model(xb), yb)
         model.zero_grad(set_to_none=True)

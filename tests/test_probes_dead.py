@@ -136,8 +136,8 @@ def test_gradient_and_output_death_agree_on_relu():
     per_batch = []
 
     def record(b):  # neurons of act2 dead on each batch so far, from outputs and from gradients
-        probes._count_zeros()  # fold the ring's rows in now rather than every 64 steps
-        zeros = probes._zeros
+        probes.record.fold()  # fold the ring's rows in now rather than every 64 steps
+        zeros = probes.record.zeros
         per_batch.append((int(zeros.counts[zeros.slices[("out", "act2")]].sum()),
                           int(zeros.counts[zeros.slices[("grad", "fc2")]].sum())))
 

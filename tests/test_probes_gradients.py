@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from actlab.engine.probes import histograms
-from actlab.engine.probes.gradients import GradientSeries, WeightDrift, grad_stats, init_gradients
+from actlab.engine.probes.gradients import GradientSeries, grad_stats, init_gradients
 from actlab.engine.probes.histograms import FixedHistogram, log10_magnitude
+from actlab.engine.probes.weights import WeightDrift
 
 from probe_helpers import relu_mlp
 

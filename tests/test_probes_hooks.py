@@ -1,4 +1,4 @@
-"""engine/probes/hooks.py and layers.py: hooks never left behind; layers found by type and named."""
+"""engine/probes/hooks.py and watched.py: hooks never left behind; layers found by type and named."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def test_mlp_layers_are_named_short_and_paired():
     layers = find_layers(model)
     assert [a.name for a in layers.activations] == ["act1", "act2"]
     assert [d.name for d in layers.dropouts] == ["drop1", "drop2"]
-    assert [p.name for p in layers.params] == ["fc1", "fc2", "out"]
+    assert [p.name for p in layers.linears] == ["fc1", "fc2", "out"]
     assert [layer.name for layer in layers.ordered] == ["fc1", "act1", "drop1", "fc2", "act2", "drop2", "out"]
-    assert layers.paired_params == {"fc1": "act1", "fc2": "act2"}
+    assert layers.paired_linears == {"fc1": "act1", "fc2": "act2"}
     assert [a.size for a in layers.activations] == [8, 6]
 
 
@@ -103,6 +103,6 @@ def test_a_hot_swap_mid_epoch_keeps_the_epochs_counts(digits_cpu):
     train_epoch(model, probes, x, y, batch_size=64, lr=0.01, on_batch=swap)
     stats = probes.epoch_stats(1, model, splits(x, y))
     probes.detach()
-    assert probes._zeros.steps == 4  # all four batches count
+    assert probes.record.zeros.steps == 4  # all four batches count
     assert stats.layers["act1"]["size"] == 16 and 0 <= stats.layers["act1"]["death_rate"] < 1
     assert "grad_death_rate" in stats.layers["act2"]

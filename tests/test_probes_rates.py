@@ -7,8 +7,10 @@ import torch
 
 from actlab.engine.config import ProbesConfig
 from actlab.engine.probes import ProbeSet
-from actlab.engine.probes.rates import (SampledNonzero, ZeroCounts, gradient_rate_metrics, neuron_gradient,
-                                        neuron_max_abs, output_rate_metrics)
+from actlab.engine.probes.dead import live_dead_metrics
+from actlab.engine.probes.grad_rates import gradient_rate_metrics
+from actlab.engine.probes.neurons import SampledNonzero, ZeroCounts, neuron_gradient, neuron_max_abs
+from actlab.engine.probes.rates import output_rate_metrics
 
 from actlab.engine.probes.step_ring import StepRing
 
@@ -24,7 +26,8 @@ def _output_rates(batches, sample_rows):
         sampled.observe("a", batch[:rows])
         sampled.end_step()
     values = {**zeros.tensors(), **sampled.tensors()}
-    return output_rate_metrics(zeros.segment(values, "a"), zeros.steps, sampled.share(values, "a"))
+    counts = zeros.segment(values, "a")
+    return output_rate_metrics(counts, zeros.steps, sampled.share(values, "a")) | live_dead_metrics(counts, zeros.steps)
 
 
 def test_output_rates_on_hand_made_batches():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from actlab.engine.activations import activation_names, create_activation
-from actlab.engine.probes.saturation import Saturation, derivative
+from actlab.engine.probes.saturation import SaturationSums, derivative
 from actlab.engine.probes.hooks import HookRegistry
 
 
@@ -39,7 +39,7 @@ def test_derivative_of_torch_modules_and_no_hook_reentry():
 
 def test_saturation_share_and_z_moments():
     z = torch.tensor([[0.0, 20.0, -20.0, 1.0], [-1.0, 30.0, 2.0, -8.0]])
-    s = Saturation(threshold=1e-3)
+    s = SaturationSums(threshold=1e-3)
     sig = nn.Sigmoid()
     s.observe(sig, z, sig(z))
     m = s.summarize(s.tensors())
@@ -52,6 +52,6 @@ def test_saturation_share_and_z_moments():
 
 def test_relu_saturation_is_the_share_of_non_positive_inputs():
     z = torch.randn(64, 32)
-    s = Saturation()
+    s = SaturationSums()
     s.observe(nn.ReLU(), z, torch.relu(z))
     assert s.summarize(s.tensors())["saturation"] == pytest.approx(float((z <= 0).float().mean()))

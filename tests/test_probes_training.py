@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from actlab.engine import runs
+from actlab.engine import metrics, runs
 from actlab.engine.config import LabConfig
 from actlab.engine.events import LayerStats, StepStats, read_events
 from actlab.engine.probes import build_probes, hook_count
@@ -47,6 +47,11 @@ def test_layer_and_step_stats_reach_the_log_and_read_run(tmp_path, digits_cpu):
         expected = {"grad_mean_abs", "grad_l2", "grad_max", "update_ratio_log10", "dist_from_init"}
         assert expected <= set(last.layers[name])
     assert "dead_live" not in init.layers["act1"] and "update_ratio_log10" not in init.layers["fc1"]
+    for e in stats:  # every layer of every report says what it is
+        assert set(e.kinds) == set(e.layers)
+        assert {e.kinds[n] for n in ("act1", "act2")} == {metrics.ACTIVATION}
+        assert {e.kinds[n] for n in ("fc1", "fc2", "out")} == {metrics.LINEAR}
+    assert last.kinds["drop1"] == metrics.DROPOUT
     table = runs.read_run(result.run_dir)
     assert [e for e, _ in table.column("act1", "dead_exact")] == [0, 1, 2]
     assert [e for e, _ in table.column("fc1", "dist_from_init")] == [0, 1, 2]
@@ -94,5 +99,7 @@ def test_exact_pass_every_n_epochs_and_off(tmp_path, digits_cpu):
     assert have == {0: True, 1: False, 2: True, 3: False}
     _, result, events = _run(_config(tmp_path, **{"probes.dead_exact_every": 0, "probes.histograms": False}),
                              digits_cpu)
-    assert not any("dead_exact" in e.layers.get("act1", {}) for e in events if isinstance(e, LayerStats))
+    # 0: no exact pass between initialisation and the end of training
+    assert [e.epoch for e in events if isinstance(e, LayerStats) and "dead_exact" in e.layers.get("act1", {})
+            and e.epoch >= 1] == []
     assert all(not e.histograms for e in events if isinstance(e, LayerStats))

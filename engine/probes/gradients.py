@@ -1,4 +1,4 @@
-"""Weight gradients and weight drift of the Linear/Conv layers.
+"""Weight-gradient magnitudes of the linear layers, per step and per epoch.
 
 - `grad_stats`: per layer, mean |g|, L2 norm and max |g| of the weight gradient, for all
   layers at once with `torch._foreach_norm` (one fused kernel per norm on CUDA, as
@@ -9,9 +9,8 @@
   asks (about every 0.5 s) or when the buffer is full; it keeps at most `limit` steps between
   two reads (the oldest are dropped) and an epoch summary: mean over the measured steps of
   mean |g| and of the L2 norm, max over them of max |g|.
-- `WeightDrift`: per epoch, the update-to-weight ratio log10(||W_end - W_start|| / ||W_end||)
-  of the epoch's total update, and the distance ||W - W_0|| from the weights the probes first
-  saw (the initialisation for a fresh run); Cockpit's UpdateSize and Distance quantities.
+- `Gradients`: the quantity: the series on the first and every `gradients_every`-th step of
+  each epoch (`schedules.EveryNth`), the init batch's stats at initialisation.
 - `init_gradients`: the weight gradients of one batch at initialisation (eval mode, so no
   dropout and no random numbers drawn; `.grad` is left untouched).
 """
@@ -25,9 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .readback import float_accumulator_dtype
+from .. import metrics
+from ..config import ProbesConfig
+from .base import Moment, QuantityBase
+from .report import Report
+from .schedules import Clock, EveryNth
+from .step_record import StepRecord
+from .watched import LayerMap
 
-GRAD_METRICS = ("grad_mean_abs", "grad_l2", "grad_max")
+GRAD_METRICS = (metrics.GRAD_MEAN_ABS, metrics.GRAD_L2, metrics.GRAD_MAX)
 
 
 def grad_stats(grads: list[torch.Tensor], inv_numel: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,55 +117,8 @@ class GradientSeries:
         if self._count == 0:
             return {}
         mean = self._sum / self._count
-        return {name: {"grad_mean_abs": float(mean[i, 0]), "grad_l2": float(mean[i, 1]),
-                       "grad_max": float(self._max[i])} for i, name in enumerate(self.names)}
-
-
-class WeightDrift:
-    """Update-to-weight ratio per epoch and distance from the first weights seen."""
-
-    def __init__(self) -> None:
-        self.initial: dict[str, torch.Tensor] = {}
-        self.start: dict[str, torch.Tensor] = {}
-
-    def set_initial(self, weights: dict[str, torch.Tensor]) -> None:
-        """Remember the weights of layers not seen before (kept across detach/attach)."""
-        for name, w in weights.items():
-            if name not in self.initial or self.initial[name].shape != w.shape:
-                self.initial[name] = w.detach().clone()
-
-    def epoch_start(self, weights: dict[str, torch.Tensor]) -> None:
-        for name, w in weights.items():
-            buf = self.start.get(name)
-            if buf is None or buf.shape != w.shape or buf.device != w.device:
-                self.start[name] = w.detach().clone()
-            else:
-                buf.copy_(w.detach())
-
-    def tensors(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """(3,) per layer on the device: ||W||, ||W - W_start||, ||W - W_0||."""
-        out = {}
-        dtype = float_accumulator_dtype(next(iter(weights.values())).device) if weights else torch.float64
-        for name, w in weights.items():
-            w = w.detach()
-            parts = [torch.linalg.vector_norm(w)]
-            parts.append(torch.linalg.vector_norm(w - self.start[name]) if name in self.start
-                         else torch.full((), math.nan, device=w.device))
-            parts.append(torch.linalg.vector_norm(w - self.initial[name]) if name in self.initial
-                         else torch.full((), math.nan, device=w.device))
-            out[name] = torch.stack(parts).to(dtype)
-        return out
-
-    @staticmethod
-    def summarize(values: torch.Tensor) -> dict[str, float]:
-        """weight_norm, update_ratio_log10 (absent for a zero update), dist_from_init."""
-        norm, update, dist = (float(v) for v in values)
-        out = {"weight_norm": norm}
-        if update > 0 and norm > 0 and math.isfinite(update):
-            out["update_ratio_log10"] = math.log10(update / norm)
-        if math.isfinite(dist):
-            out["dist_from_init"] = dist
-        return out
+        return {name: {metrics.GRAD_MEAN_ABS: float(mean[i, 0]), metrics.GRAD_L2: float(mean[i, 1]),
+                       metrics.GRAD_MAX: float(self._max[i])} for i, name in enumerate(self.names)}
 
 
 def init_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -175,3 +133,69 @@ def init_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     finally:
         model.train(was_training)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+class Gradients(QuantityBase):
+    """grad_mean_abs, grad_l2, grad_max per linear layer: per measured step (`step_series`) and
+    per epoch; at initialisation those of the init batch."""
+
+    def __init__(self, clock: Clock, *, every: int = 32, series_limit: int = 4096) -> None:
+        super().__init__(EveryNth(every))
+        self.clock, self.series_limit = clock, series_limit
+        self.series: GradientSeries | None = None
+        self._inv_numel: torch.Tensor | None = None
+        self._epoch = 0
+        self._init: torch.Tensor | None = None  # the init batch's (L, 3) stats
+
+    @classmethod
+    def from_config(cls, config: ProbesConfig, clock: Clock) -> "Gradients | None":
+        if not config.gradients:
+            return None
+        return cls(clock, every=config.gradients_every, series_limit=config.series_limit)
+
+    def attach(self, layers: LayerMap, record: StepRecord) -> None:
+        names = [layer.name for layer in layers.linears]
+        if not names:
+            self.series = None
+            return
+        first = layers.linears[0].module.weight
+        self._inv_numel = torch.tensor([1.0 / layer.module.weight.numel() for layer in layers.linears],
+                                       device=first.device)
+        if self.series is None or self.series.names != names or self.series.buffer.device != first.device:
+            self.series = GradientSeries(names, first.device, limit=self.series_limit)
+
+    def epoch_start(self, epoch: int) -> None:
+        self._epoch, self._init = epoch, None
+        if self.series is not None and epoch > 0:
+            self.series.drain()
+            self.series.reset_epoch()
+
+    def backward(self, grads: list[torch.Tensor]) -> None:
+        if self.series is None:
+            return
+        stats = grad_stats(grads, self._inv_numel)
+        if self._epoch == 0:
+            self._init = stats  # the init batch: reported in the init stats, not in the series
+        else:
+            self.series.observe(stats, self.clock.global_step + 1)
+
+    def step_series(self) -> tuple[int, dict[str, dict[str, list[float]]]] | None:
+        return self.series.take() if self.series is not None else None
+
+    def report(self, moment: Moment, epoch: int, report: Report) -> None:
+        if self.series is None or moment is Moment.TRAINED:
+            return
+        names = list(self.series.names)
+        if moment is Moment.INIT:
+            if self._init is None:
+                return
+            report.tensor("grad_init", self._init)
+
+            def init(host) -> None:
+                stats = host["grad_init"]
+                for i, name in enumerate(names):
+                    report.metrics(name).update(zip(GRAD_METRICS, (float(v) for v in stats[i])))
+            report.then(init)
+            return
+        for name, values in self.series.epoch_summary().items():
+            report.metrics(name).update(values)

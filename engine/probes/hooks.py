@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 if TYPE_CHECKING:
-    from .layers import Layer
+    from .watched import Layer
 
 ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], None]
 
