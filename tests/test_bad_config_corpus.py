@@ -87,14 +87,14 @@ def test_config_path_is_a_folder(tmp_path, monkeypatch, capsys):
 
 def test_unreadable_config_file(tmp_path, monkeypatch, capsys):
     """chmod 000 does not stop root, so the refusal is simulated where the file is read."""
-    original = Path.read_bytes
+    original = Path.open
 
-    def refuse(self):
+    def refuse(self, *args, **kwargs):
         if self.name == "lr-zero.toml":
             raise PermissionError(13, "Permission denied", str(self))
-        return original(self)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(Path, "open", refuse)
     code, err, created = _run(tmp_path, monkeypatch, capsys, ["run", "--headless", "--config", "lr-zero.toml"])
     assert code == 2
     assert _assert_one_line(err) == "actlab: lr-zero.toml: cannot read config file (Permission denied)"

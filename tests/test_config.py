@@ -76,7 +76,7 @@ def test_missing_and_unreadable_files(tmp_path):
 def test_overrides_are_checked_and_named_by_flag():
     c = apply_overrides(LabConfig(), {"train.epochs": 3, "model.activation": "gelu"})
     assert (c.train.epochs, c.model.activation) == (3, "gelu")
-    with pytest.raises(ConfigError, match=r"^--epochs 0: must be an integer >= 1$"):
+    with pytest.raises(ConfigError, match=r"^--epochs 0: must be an integer >= 1 and <= 1000000$"):
         apply_overrides(LabConfig(), {"train.epochs": 0}, source={"train.epochs": "--epochs"})
 
 
