@@ -208,7 +208,8 @@ def format_group_table(rows: Sequence[GroupRow], *, metric: str, style: Style = 
     level = f"{100 * confidence:g}%"
     extra_names = list(dict.fromkeys(name for row in rows for name in row.extras))
     with_baseline = any(row.diff is not None for row in rows)
-    header = ["group", "n", f"mean{unit}", f"{level} CI", "std", "min", "max", *extra_names]
+    header = ["group", "n", f"mean{unit}", f"{level} CI", "std", "min", "max",
+              *(f"{name} %" if is_fraction_metric(name) else name for name in extra_names)]
     if with_baseline:
         header += [f"diff{unit}", f"diff {level} CI", "p (Welch)", "p (Holm)"]
     body: list[list[str]] = []

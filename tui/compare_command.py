@@ -121,24 +121,30 @@ def plot_curves(curves: dict[str, list[list[float]]], *, confidence: float = 0.9
     plt.clear_figure()
     plt.theme("clear")
     plt.plotsize(width or min(shutil.get_terminal_size((100, 24)).columns, 120), height)
-    plt.title(f"validation accuracy % per epoch: group mean and {100 * confidence:g}% band")
+    plt.title(f"validation accuracy % per epoch: group mean and {100 * confidence:g}% band (.)")
     plt.xlabel("epoch")
     colors = ["blue", "red", "green", "orange", "magenta", "cyan", "gray", "yellow"]
-    drawn = 0
+    markers = ["o", "x", "+", "*", "#", "@", "%", "&"]
+    drawn, longest = 0, 0
     for i, (group, group_curves) in enumerate(curves.items()):
         mean, low, high = band([c for c in group_curves if c], confidence)
         if not mean:
             continue
         epochs = list(range(1, len(mean) + 1))
-        color = colors[i % len(colors)]
-        plt.plot(epochs, [100 * v for v in mean], label=f"{group} (n={len(group_curves)})", color=color,
-                 marker="braille")
+        longest = max(longest, len(mean))
+        color, marker = colors[i % len(colors)], markers[i % len(markers)]
         if any(h != lo for h, lo in zip(high, low)):
-            plt.plot(epochs, [100 * v for v in low], color=color, marker="dot")
-            plt.plot(epochs, [100 * v for v in high], color=color, marker="dot")
+            plt.plot(epochs, [100 * v for v in low], color=color, marker=".")
+            plt.plot(epochs, [100 * v for v in high], color=color, marker=".")
+        plt.plot(epochs, [100 * v for v in mean], label=f"{group} (n={len(group_curves)})", color=color,
+                 marker=marker)
         drawn += 1
+    if longest and longest <= 20:
+        plt.xticks(list(range(1, longest + 1)))
     if not drawn:
         return "no validation curves to plot\n"
     text = plt.build()
+    if not sys.stdout.isatty():
+        text = plt.uncolorize(text)  # a file or a pipe gets plain text; the markers tell groups apart
     plt.clear_figure()
     return text + "\n"
