@@ -6,16 +6,20 @@ used), the event log and the checkpoints are enough to watch, resume or tabulate
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import LabConfig, config_from_dict
-from .errors import ConfigError, UserError
+from .config import LabConfig, config_from_dict, parse_text, read_config_text
+from .errors import ConfigError, RunLockedError, UserError
 from .events import EVENTS_FILE, EpochDone, LayerStats, RunFailed, RunFinished, RunStarted, read_events
+from .metrics import TRAINED_EPOCH
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -24,11 +28,15 @@ BEST = "best.pt"
 
 
 def new_run_id(config: LabConfig, runs_dir: Path) -> str:
-    """`<date>-<time>-<activation>-s<seed>[-<name>]`, made unique within runs_dir."""
+    """`<date>-<time>-<activation>-s<seed>[-<name>]`, made unique within runs_dir.
+
+    The name keeps ASCII letters, digits, `-` and `_` (anything else becomes `-`), so the id
+    stays far below the file system's 255-byte limit (run.name is at most 64 characters).
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parts = [stamp, config.model.activation, f"s{config.run.seed}"]
     if config.run.name:
-        parts.append("".join(c if c.isalnum() or c in "-_" else "-" for c in config.run.name))
+        parts.append("".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in config.run.name))
     base = "-".join(parts)
     run_id, n = base, 1
     while (runs_dir / run_id).exists():
@@ -44,36 +52,132 @@ def create_run_dir(config: LabConfig) -> tuple[str, Path]:
     run_dir = runs_dir / run_id
     try:
         (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=False)
+        (run_dir / LOCK_FILE).touch()  # part of the folder from the start (see RunLock)
     except OSError as exc:
         raise UserError(f"run.runs_dir = {str(runs_dir)!r}: cannot create run folder ({exc.strerror or exc})") from None
     return run_id, run_dir
 
 
 def write_config(run_dir: Path, config: LabConfig) -> None:
-    """config.json, written atomically (temp file + rename)."""
+    """config.json, written atomically (temp file + rename); a failed write (full disk)
+    leaves neither a temp file nor a partial config.json."""
     path = run_dir / CONFIG_FILE
     tmp = path.with_name(f".{CONFIG_FILE}.tmp")
+    text = json.dumps(config.to_dict(), indent=2) + "\n"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(config.to_dict(), f, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write run config ({exc.strerror or exc})") from None
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise UserError(f"{path}: cannot write run config ({reason})") from None
 
 
 def read_config(run_dir: Path) -> LabConfig:
     path = Path(run_dir) / CONFIG_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE})") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable run config ({exc})") from None
+    if not path.exists() and not path.is_symlink():
+        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    text = read_config_text(path, what="run config")  # a FIFO, a device or a huge file: one line
+    data = parse_text(text, source=str(path), json_format=True)
     return config_from_dict(data, source=str(path))
+
+
+# --- the run folder's lock -------------------------------------------------------------------
+
+LOCK_FILE = "run.lock"
+
+
+class RunLock:
+    """An exclusive `flock` on `<run_dir>/run.lock`, held while one process trains the folder.
+
+    The kernel drops a flock when its process dies (even by kill -9), so a lock is never
+    stale: the file may stay behind, but only a live holder locks it. The file says who holds
+    it (pid, host, start time) for the message a second trainer gets and for `lock_holder`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise RunLockedError naming the holder (one line)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise UserError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
+            holder = lock_holder(self.path.parent) or {}
+            who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')}"
+                   + (f" since {holder['started']}" if holder.get("started") else "")) if holder else "another process"
+            raise RunLockedError(f"{self.path.parent}: another actlab is training this run folder ({who}); "
+                                 "wait for it to end or stop it first") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock itself holds, only the holder's name is missing
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def lock_run_dir(run_dir: str | os.PathLike[str]) -> RunLock:
+    """Lock a run folder for training (see RunLock); RunLockedError when someone else trains it."""
+    return RunLock(run_dir).acquire()
+
+
+def lock_holder(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Who trains `run_dir` now: {"pid", "host", "started"}, or None when nobody holds its lock.
+
+    For readers (watch, studies): a live writer holds the lock; a dead one (exited, killed)
+    does not, whatever the lock file still says. Reading never blocks and never takes the lock
+    away from a trainer.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            try:
+                info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+            except ValueError:
+                info = {}
+            info = info if isinstance(info, dict) else {}
+            return {"pid": info.get("pid"), "host": info.get("host"), "started": info.get("started")}
+        fcntl.flock(fd, fcntl.LOCK_UN)  # we got it: nobody trains the folder
+        return None
+    finally:
+        os.close(fd)
 
 
 def checkpoint_path(run_dir: Path, which: str = LAST) -> Path:
@@ -90,6 +194,9 @@ class RunTable:
     layer_stats: dict[int, dict[str, dict[str, float]]]  # epoch -> layer -> metric -> value
     status: str  # "running" (no terminal event yet), or the RunFinished status, or "failed"
     test_acc: float | None
+    #: layer -> metric -> value of the probes' trained table (the LayerStats at metrics.TRAINED_EPOCH:
+    #: exact dead counts on the best checkpoint's weights after training); not an epoch of `layer_stats`
+    trained: dict[str, dict[str, float]] | None = None
 
     def column(self, layer: str, metric: str) -> list[tuple[int, float]]:
         """(epoch, value) pairs of one per-layer metric, e.g. column("act1", "dead_exact_frac").
@@ -121,6 +228,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunTable:
     if not (run_dir / EVENTS_FILE).exists():
         raise UserError(f"{run_dir}: not a run folder (no {EVENTS_FILE})")
     started, epochs, stats, status, test_acc = None, {}, {}, "running", None
+    trained = None
     for event in read_events(run_dir):
         if isinstance(event, RunStarted):
             started = event
@@ -130,10 +238,13 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunTable:
                                        val_loss=event.val_loss, val_acc=event.val_acc, seconds=event.seconds,
                                        activation=event.activation)
         elif isinstance(event, LayerStats):
-            stats[event.epoch] = event.layers
+            if event.epoch == TRAINED_EPOCH:
+                trained = event.layers
+            else:
+                stats[event.epoch] = event.layers
         elif isinstance(event, RunFinished):
             status, test_acc = event.status, event.test_acc
         elif isinstance(event, RunFailed):
             status = "failed"
     run_id = started.run_id if started else run_dir.name
-    return RunTable(run_id, started, [epochs[k] for k in sorted(epochs)], stats, status, test_acc)
+    return RunTable(run_id, started, [epochs[k] for k in sorted(epochs)], stats, status, test_acc, trained)
