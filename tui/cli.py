@@ -37,20 +37,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    """The config flags shared by `actlab run` and `actlab study` (read by `load_lab_config`)."""
     p.add_argument("--config", metavar="FILE", help="configuration file (default: ./lab.toml if present)")
     p.add_argument("--activation", metavar="NAME", help="activation function, e.g. relu, gelu, tanhexp")
     p.add_argument("--epochs", metavar="N", type=int, help="maximum number of epochs")
     p.add_argument("--dataset", metavar="NAME", help="fashion-mnist, mnist, digits or blobs")
     p.add_argument("--seed", metavar="N", type=int, help="random seed")
     p.add_argument("--device", metavar="DEV", help="cpu, cuda, mps or auto")
+    p.add_argument("--lr", metavar="X", type=float, help="learning rate (train.lr)")
+    p.add_argument("--batch-size", metavar="N", type=int, help="batch size (train.batch_size)")
+    p.add_argument("--hidden", metavar="W,W,...", help="hidden layer widths, e.g. 512,256 (model.hidden_sizes)")
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[], dest="set",
+                   help="any lab.toml key, value as TOML (repeatable), e.g. --set train.optimizer=adam")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="actlab", description="A terminal training lab for activation functions.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="train the configuration (headless or in the app)")
-    _add_overrides(run)
+    add_overrides(run)
     run.add_argument("--headless", action="store_true", help="no app: print one line per epoch")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint "
                                                          "(with --epochs N: extend a finished run to N epochs)")
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: subcommands that live in modules of their own; each module has `NAME`,
 #: `add_parser(subparsers)` and `run(args) -> exit code`, and imports heavy things inside `run`
-COMMAND_MODULES: tuple[str, ...] = ("runs_command", "compare_command", "export_command")
+COMMAND_MODULES: tuple[str, ...] = ("study_command", "runs_command", "compare_command", "export_command")
 
 
 def _command_modules() -> list:
@@ -86,17 +92,40 @@ def _command_modules() -> list:
 
 
 OVERRIDE_FLAGS = {"activation": "model.activation", "epochs": "train.epochs", "dataset": "data.dataset",
-                  "seed": "run.seed", "device": "run.device"}
+                  "seed": "run.seed", "device": "run.device", "lr": "train.lr", "batch_size": "train.batch_size",
+                  "hidden": "model.hidden_sizes"}
 
 
-def load_lab_config(args: argparse.Namespace):
-    """lab.toml (or --config) with the command-line overrides applied and checked."""
-    from actlab.engine.config import apply_overrides, load_config
+def load_lab_config(args: argparse.Namespace, config=None):
+    """lab.toml (or --config, or the given config) with `--set` and the short flags applied and checked.
 
-    config = load_config(args.config)
+    `--set` items apply in order, then the short flags (`--lr` wins over `--set train.lr=`).
+    """
+    from actlab.engine.config import apply_overrides, load_config, parse_set_override
+
+    if config is None:
+        config = load_config(args.config)
+    for item in getattr(args, "set", None) or ():
+        key, value = parse_set_override(item)
+        config = apply_overrides(config, {key: value}, source={key: f"--set {key}="})
     overrides = {OVERRIDE_FLAGS[k]: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k, None) is not None}
-    labels = {v: f"--{k}" for k, v in OVERRIDE_FLAGS.items()}
+    if "model.hidden_sizes" in overrides:
+        overrides["model.hidden_sizes"] = parse_widths(overrides["model.hidden_sizes"])
+    labels = {v: f"--{k.replace('_', '-')}" for k, v in OVERRIDE_FLAGS.items()}
     return apply_overrides(config, overrides, source=labels)
+
+
+def parse_widths(text: str) -> list[int]:
+    """`--hidden 512,256` -> [512, 256]; anything else is one line saying what is allowed."""
+    from actlab.engine.errors import ConfigError
+
+    try:
+        widths = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ConfigError(f"--hidden {text!r}: expected comma-separated widths >= 1, e.g. 512,256") from None
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"--hidden {text!r}: expected comma-separated widths >= 1, e.g. 512,256")
+    return widths
 
 
 def _install_signal_handlers(control, previous: dict | None = None) -> dict[int, int]:
@@ -172,7 +201,7 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
     """--resume keeps the run's own config; only --epochs (a new total, to extend it) may change."""
     from actlab.engine.errors import UserError
 
-    if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config") if k != "epochs"):
+    if any(getattr(args, k, None) is not None for k in (*OVERRIDE_FLAGS, "config") if k != "epochs") or args.set:
         raise UserError("--resume continues a run with its own config; drop --config and the overrides "
                         "(only --epochs N, a new total, extends it)")
 
