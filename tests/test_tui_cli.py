@@ -83,3 +83,30 @@ def test_flags_without_a_subcommand_mean_run(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "_is_terminal", lambda: False)
     assert cli.main(["--epochs", "1", "--dataset", "digits"]) == 0
     assert seen == {"epochs": 1, "dataset": "digits", "command": "run"}
+
+
+def test_resume_with_epochs_extends_a_finished_run_headless(tmp_path, monkeypatch, capsys):
+    from actlab.engine.runs import read_config, read_run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lab.toml").write_text('[data]\ndataset = "blobs"\n[model]\nhidden_sizes = [8]\n'
+                                       '[train]\nepochs = 2\npatience = 1\n[run]\ndevice = "cpu"\n')
+    assert cli.main(["run", "--headless"]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert read_run(run_dir).status in ("finished", "early-stopped")
+    capsys.readouterr()
+    # no more epochs than it has: one line, exit 2, nothing trained or rewritten
+    before = (run_dir / "events.jsonl").read_bytes()
+    assert cli.main(["run", "--headless", "--resume", str(run_dir), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--epochs 2" in err and "already trained 2 epochs" in err
+    assert (run_dir / "events.jsonl").read_bytes() == before
+    assert cli.main(["run", "--headless", "--resume", str(run_dir), "--lr", "0.1"]) == 2  # other overrides: refused
+    capsys.readouterr()
+    # a new total: the run goes on from its checkpoint, its patience counted afresh
+    assert cli.main(["run", "--headless", "--resume", str(run_dir), "--epochs", "4"]) == 0
+    table = read_run(run_dir)
+    epochs = [row["epoch"] for row in table.epochs]
+    assert epochs in ([1, 2, 3], [1, 2, 3, 4])  # at least one more epoch, even after an early stop
+    assert table.status == ("finished" if epochs[-1] == 4 else "early-stopped")
+    assert read_config(run_dir).train.epochs == 4  # a later resume continues to the new total

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tui_fakes import T0, demo_events, epoch_done, small_config
+import json
+import os
+
+from tui_fakes import T0, demo_events, epoch_done, run_started, small_config
 from test_tui_app import drive, until
 
 from actlab.engine.events import LayerStats, RunFinished, event_to_json
@@ -57,3 +60,64 @@ def test_watch_before_the_file_exists_waits_for_it(tmp_path):
         assert app.header.data.activation == "tanh"
 
     drive(app, script)
+
+
+def test_the_event_log_reaches_the_file_on_time_not_on_buffer_size(tmp_path, monkeypatch):
+    from actlab.engine import events as events_module
+    from actlab.engine.events import BatchProgress, EventLog, StepStats
+
+    now = [100.0]
+    monkeypatch.setattr(events_module.time, "monotonic", lambda: now[0])
+    log = EventLog(tmp_path, progress_interval=1.0, flush_interval=0.5)
+    path = tmp_path / "events.jsonl"
+    log(StepStats(run_id="r", epoch=1, first_step=1, series={"fc1": {"grad_mean_abs": [1e-3]}}))
+    assert path.read_text() == ""  # a few hundred bytes: buffered
+    now[0] += 0.6
+    log(BatchProgress(run_id="r", epoch=1, step=2, steps=9, global_step=2))  # the next batch, 0.6 s later
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["type"] for line in lines] == ["StepStats", "BatchProgress"]
+    now[0] += 0.1
+    log(BatchProgress(run_id="r", epoch=1, step=3, steps=9, global_step=3))  # within progress_interval: dropped
+    now[0] += 0.6
+    log(BatchProgress(run_id="r", epoch=1, step=4, steps=9, global_step=4))  # nothing new to flush
+    assert len(path.read_text().splitlines()) == 2
+    now[0] += 0.5
+    log(BatchProgress(run_id="r", epoch=1, step=5, steps=9, global_step=5))  # last flush 1.2 s ago: at once
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()[1:]] == [2, 5]
+    now[0] += 0.2
+    log(StepStats(run_id="r", epoch=1, first_step=6, series={}))
+    assert len(path.read_text().splitlines()) == 3  # 0.2 s after the last flush: written, held back
+    now[0] += 0.4
+    log(BatchProgress(run_id="r", epoch=1, step=6, steps=9, global_step=6))  # dropped, but it flushes
+    assert [json.loads(line)["type"] for line in path.read_text().splitlines()][-1] == "StepStats"
+    log.close()
+
+
+def test_staleness_is_judged_by_the_writer_when_it_can_be_asked():
+    from actlab.tui.feed_items import WriterStatus
+    from actlab.tui.session import Session
+
+    s = Session(mode="watch")
+    s.apply(run_started("r", "relu", T0))
+    s.apply(epoch_done("r", 1, "relu", T0 + 10))
+    s.apply(WriterStatus(known=True, alive=True, holder="pid 1 on here"))
+    assert s.header(T0 + 3600).message == ""  # an hour-long epoch of a live process is not stale
+    s.apply(WriterStatus(known=True, alive=False))
+    header = s.header(T0 + 11)
+    assert header.message.startswith("the run's process is gone") and header.message_is_error
+    s.apply(WriterStatus(known=False))  # no lock to read: silence for several epoch-lengths
+    assert s.header(T0 + 30).message == ""
+    assert s.header(T0 + 100).message.startswith("no new events for 1:30")
+
+
+def test_writer_status_reads_the_run_folders_lock(tmp_path):
+    from actlab.engine import runs
+    from actlab.tui.feed import writer_status
+
+    assert writer_status(tmp_path).known is False  # no lock file: cannot tell
+    lock = runs.lock_run_dir(tmp_path)
+    status = writer_status(tmp_path)
+    assert status.known and status.alive and f"pid {os.getpid()}" in status.holder
+    lock.release()
+    status = writer_status(tmp_path)
+    assert status.known and not status.alive

@@ -3,15 +3,17 @@ a feed that replays a fixed session, and deterministic demo data (no torch anywh
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
+from pathlib import Path
 from typing import Any, Iterable
 
 from actlab.engine import metrics
 from actlab.engine.config import LabConfig
 from actlab.engine.events import (ActivationSwapped, BatchProgress, CheckpointSaved, EpochDone, LayerStats,
-                                  RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
+                                  RunFailed, RunFinished, RunStarted, StateChanged, StepStats, event_to_json)
 from actlab.tui.feed import Feed
 from actlab.tui.feed_items import LAB_ORDER, Catalog, Curve
 
@@ -46,9 +48,13 @@ def curve(name: str, n: int = 201) -> Curve:
                  smooth=name in SMOOTH, sparse=name in SPARSE)
 
 
+#: registered activations beyond the lab's ten (no key: the pickers reach them)
+EXTRA = ("softsign", "hardswish", "selu")
+
+
 def catalog() -> Catalog:
-    return Catalog(names=LAB_ORDER, curves={n: curve(n) for n in LAB_ORDER},
-                   aliases={**{n: n for n in LAB_ORDER}, "silu": "swish"})
+    return Catalog(names=(*LAB_ORDER, *EXTRA), curves={n: curve(n) for n in LAB_ORDER},
+                   aliases={**{n: n for n in (*LAB_ORDER, *EXTRA)}, "silu": "swish"})
 
 
 def small_config(**dotted: Any) -> LabConfig:
@@ -192,6 +198,7 @@ class FakeControl:
 
     def __init__(self) -> None:
         self.commands: list[tuple] = []
+        self.configs: list[tuple[str, dict]] = []  # (name, activation config) of each swap
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
 
     def _put(self, *command: Any) -> None:
@@ -213,6 +220,7 @@ class FakeControl:
     def swap_activation(self, name: str, **config: Any) -> None:
         if name not in _FUNCS:
             raise ValueError(f"unknown activation {name!r}")
+        self.configs.append((name, config))
         self._put("swap", name)
 
 
@@ -220,11 +228,13 @@ class FakeRun:
     """Emits RunStarted, the init stats and `engine.epochs` epochs, then obeys commands until
     stopped (or `engine.finish` is set: then it finishes on its own)."""
 
-    def __init__(self, engine: "FakeEngine", config: LabConfig, consumers, control: FakeControl, data) -> None:
+    def __init__(self, engine: "FakeEngine", config: LabConfig, consumers, control: FakeControl, data, *,
+                 run_id: str = "", start_epoch: int = 0) -> None:
         self.engine, self.config, self.control, self.data = engine, config, control, data
         self.consumers = list(consumers)
-        self.run_id = f"run{len(engine.runs) + 1}-{config.model.activation}"
+        self.run_id = run_id or f"run{len(engine.runs) + 1}-{config.model.activation}"
         self.activation = config.model.activation
+        self.start_epoch = start_epoch
 
     def emit(self, event) -> None:
         for consumer in self.consumers:
@@ -237,9 +247,10 @@ class FakeRun:
             self.emit(RunFailed(run_id=rid, error=self.engine.fail_with, error_type="RuntimeError"))
             return
         self.emit(run_started(rid, act, T0, max_epochs=self.config.train.epochs, steps=10))
-        self.emit(layer_stats(rid, 0, act, T0))
-        epoch = 0
-        for epoch in range(1, self.engine.epochs + 1):
+        if not self.start_epoch:
+            self.emit(layer_stats(rid, 0, act, T0))
+        epoch = self.start_epoch
+        for epoch in range(self.start_epoch + 1, self.start_epoch + self.engine.epochs + 1):
             self.emit(BatchProgress(run_id=rid, epoch=epoch, step=10, steps=10, global_step=10 * epoch))
             self.emit(epoch_done(rid, epoch, act, T0 + epoch))
         paused = False
@@ -294,6 +305,7 @@ class FakeEngine:
         self.load_gate = threading.Event()  # cleared: the data load waits
         self.load_gate.set()
         self.loading = threading.Event()
+        self.resumes: list[tuple[str, int | None]] = []
 
     def catalog(self, extra=()) -> Catalog:
         return catalog()
@@ -319,3 +331,42 @@ class FakeEngine:
         run = FakeRun(self, config, consumers, control, data)
         self.runs.append(run)
         return run
+
+    def resume_run(self, run_dir, *, consumers, control, epochs) -> FakeRun:
+        """Continue a folder written by `write_run_folder`: its id, from its last epoch."""
+        from actlab.engine.runs import read_config, read_run
+
+        self.resumes.append((str(run_dir), epochs))
+        config = read_config(Path(run_dir))
+        if epochs:
+            config = config.replace(**{"train.epochs": epochs})
+        table = read_run(run_dir)
+        run = FakeRun(self, config, consumers, control, None, run_id=table.run_id,
+                      start_epoch=max((row["epoch"] for row in table.epochs), default=0))
+        self.runs.append(run)
+        return run
+
+
+# --- run folders on disk (past runs) ----------------------------------------------------------------
+
+def write_run_folder(root: Path, run_id: str, activation: str, epochs: int, *, status: str = "finished",
+                     quality: float = 1.0, t: float = T0) -> Path:
+    """A run folder as the engine leaves it (config.json, events.jsonl), without training."""
+    folder = Path(root) / run_id
+    folder.mkdir(parents=True)
+    config = small_config(**{"model.activation": activation, "train.epochs": epochs,
+                             "run.runs_dir": str(root)})
+    (folder / "config.json").write_text(json.dumps(config.to_dict()), encoding="utf-8")
+    start = run_started(run_id, activation, t, max_epochs=epochs, steps=10)
+    events: list[object] = [RunStarted(**{**start.__dict__, "run_dir": str(folder)}), layer_stats(run_id, 0, activation, t)]
+    for e in range(1, epochs + 1):
+        events.append(epoch_done(run_id, e, activation, t + e, quality=quality))
+        events.append(layer_stats(run_id, e, activation, t + e))
+    if status:
+        events.append(RunFinished(run_id=run_id, time=t + epochs + 1, status=status, epochs_run=epochs,
+                                  best_epoch=epochs, best_val_acc=quality * 0.85,
+                                  test_acc=None if status in ("stopped", "interrupted") else quality * 0.84,
+                                  test_loss=None, seconds=float(epochs)))
+    (folder / "events.jsonl").write_text("".join(event_to_json(e) + "\n" for e in events), encoding="utf-8")
+    (folder / "checkpoints").mkdir()
+    return folder

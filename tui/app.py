@@ -359,7 +359,7 @@ class LabApp(App[int]):
 
     def action_queue_all(self) -> None:
         done = self.session.completed_activations()
-        wanted = [n for n in self.session.names if self.session.canonical(n) not in done]
+        wanted = [n for n in self.session.names[:len(KEYS)] if self.session.canonical(n) not in done]
         try:
             added = self.feed.queue(wanted)
         except ReadOnlyFeed as exc:

@@ -464,12 +464,19 @@ class WatchFeed(Feed):
 
 
 def writer_status(run_dir: Path) -> WriterStatus:
-    """Whether a process holds the run folder (`runs.lock_holder`); unknown without the lock API."""
+    """Whether a process holds the run folder's lock (`runs.lock_holder`).
+
+    Unknown when the folder has no lock file (written by an actlab without locks, or the
+    trainer has not taken it yet): the app then judges by silence alone."""
     lock_holder = getattr(runs, "lock_holder", None)
-    if lock_holder is None or not Path(run_dir).is_dir():
+    lock_file = Path(run_dir) / getattr(runs, "LOCK_FILE", "run.lock")
+    if lock_holder is None or not lock_file.is_file():
         return WriterStatus(known=False)
     try:
         holder = lock_holder(run_dir)
     except OSError:
         return WriterStatus(known=False)
-    return WriterStatus(known=True, alive=holder is not None, holder="" if holder is None else str(holder))
+    if not holder:
+        return WriterStatus(known=True, alive=False)
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}" if isinstance(holder, dict) else str(holder)
+    return WriterStatus(known=True, alive=True, holder=who)

@@ -38,7 +38,7 @@ def _or(value: float | None, missing: float) -> float:
 
 
 SORTS: tuple[SortKey, ...] = (
-    SortKey("run order", "#", lambda r: r.number, False),
+    SortKey("run order", "#", lambda r: r.number - (10**6 if r.past else 0), False),  # past runs first
     SortKey("best val acc", "best val", lambda r: _or(r.best_val, -1.0), True),
     SortKey("test acc", "test", lambda r: _or(r.test, -1.0), True),
     SortKey("peak dead", "peak dead", lambda r: _or(r.peak_dead, 2.0), False),
@@ -53,7 +53,7 @@ HEAD_LINES = 2
 def sort_rows(rows: tuple[BoardRow, ...], sort: int) -> list[BoardRow]:
     """Rows in the order of SORTS[sort]; ties keep run order."""
     s = SORTS[sort % len(SORTS)]
-    ordered = sorted(rows, key=lambda r: r.number)
+    ordered = sorted(rows, key=SORTS[0].key)
     return sorted(ordered, key=s.key, reverse=s.descending)  # stable: ties stay in run order
 
 

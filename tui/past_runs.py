@@ -1,8 +1,8 @@
 """Past runs for the app: find run folders (a runs folder, one run, or a study) and read them.
 
-Reading goes through the engine's front door (`lab.read_run`, imported in the worker
-thread that calls `load_past_runs`); each table reaches the app as a `PastRun` item in the
-same buffer as the live events.
+Reading uses the engine's run-folder reader `runs.read_run` (what `lab.read_run` calls; lab
+itself imports PyTorch, seconds on a small machine, and past runs need none of it); each
+table reaches the app as a `PastRun` item in the same buffer as the live events.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
+from actlab.engine.errors import UserError
 from actlab.engine.events import EVENTS_FILE
-from actlab.engine.runs import CONFIG_FILE
+from actlab.engine.runs import CONFIG_FILE, read_run
 
 from .feed import Feed, Sink, TorchEngine
 from .feed_items import FeedStatus, PastRun
@@ -71,16 +72,14 @@ def open_targets(path: Path) -> list[Path]:
 
 def load_past_runs(folders: Iterable[Path], sink: Callable[[object], None], *,
                    cancelled: Callable[[], bool] = lambda: False) -> int:
-    """Read each folder (`lab.read_run`) into a `PastRun`; unreadable ones are skipped. The count."""
-    from actlab.engine import lab
-    from actlab.engine.errors import UserError
+    """Read each folder (`runs.read_run`) into a `PastRun`; unreadable ones are skipped. The count."""
 
     count = 0
     for folder in folders:
         if cancelled():
             break
         try:
-            table = lab.read_run(folder)
+            table = read_run(folder)
         except (OSError, UserError, ValueError):  # a folder being deleted, a foreign file: not a run to show
             continue
         sink(PastRun(table))
