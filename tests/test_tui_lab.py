@@ -341,3 +341,19 @@ def test_80x24_every_key_is_reachable_panels_scroll_and_the_current_run_stays_vi
         assert engine.runs[-1].config.model.activation == EXTRA[-1]
 
     drive(app, script, size=(80, 24))
+
+
+def test_the_trained_table_is_not_an_epoch_and_shows_once_the_run_ended():
+    s = Session()
+    s.apply(run_started("r", "relu", T0))
+    s.apply(layer_stats("r", 1, "relu", T0))
+    trained = layer_stats("r", 1, "relu", T0)
+    layers = {k: dict(v) for k, v in trained.layers.items()}
+    layers["act4"][metrics.DEAD_EXACT_FRAC] = 0.5
+    s.apply(LayerStats(run_id="r", epoch=metrics.TRAINED_EPOCH, layers=layers, kinds=trained.kinds))
+    assert s.layers_view().epochs == (1,) and s.dead().epoch == 1  # still training: the epoch's counts
+    from actlab.engine.events import RunFinished
+    s.apply(RunFinished(run_id="r", status="finished", epochs_run=1, best_epoch=1, best_val_acc=0.8, test_acc=0.8,
+                        test_loss=0.5, seconds=1.0))
+    dead = s.dead()
+    assert dead.epoch == -1 and dead.rows[3].dead_frac == 0.5 and s.board()[0].peak_dead == 0.5

@@ -107,7 +107,8 @@ class DeadPanel(_Panel):
 
     def title(self) -> str:
         d = self.data
-        when = "init" if d.epoch == 0 else f"epoch {d.epoch}" if d.epoch else ""
+        when = ("init" if d.epoch == 0 else "trained (best weights)" if d.epoch == -1
+                else f"epoch {d.epoch}" if d.epoch else "")
         what = "dead / saturated" if d.show_saturation else "dead neurons"
         return f"{what} · {when}" if when else what
 

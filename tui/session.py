@@ -196,6 +196,7 @@ class RunView:
     layers: dict = field(default_factory=dict)
     layers_epoch: int | None = None
     layer_history: dict = field(default_factory=dict)  # epoch -> layer -> metric -> value
+    trained: dict = field(default_factory=dict)  # layer -> metric -> value on the best weights, after training
     kinds: dict = field(default_factory=dict)  # layer -> metrics.LAYER_KINDS
     act_hists: dict = field(default_factory=dict)
     act_hists_epoch: int | None = None
@@ -392,11 +393,18 @@ class Session:
             run.activation = run.epochs[-1].activation
             run.best_val_acc = max(best, run.best_val_acc or 0.0)
         for epoch, layers in table.layer_stats.items():
-            run.layer_history.setdefault(epoch, layers)
             self._peak_dead(run, layers)
-        if table.layer_stats and run.layers_epoch is None:
-            run.layers_epoch = max(table.layer_stats)
-            run.layers = dict(table.layer_stats[run.layers_epoch])
+            if epoch == metrics.TRAINED_EPOCH:
+                run.trained = run.trained or dict(layers)
+            else:
+                run.layer_history.setdefault(epoch, layers)
+        trained = getattr(table, "trained", None)  # RunTable.trained: newer readers keep it apart
+        if trained:
+            run.trained = dict(trained)
+            self._peak_dead(run, trained)
+        if run.layer_history and run.layers_epoch is None:
+            run.layers_epoch = max(run.layer_history)
+            run.layers = dict(run.layer_history[run.layers_epoch])
         return {METRICS, BOARD, LAYERS}
 
     def _on_WriterStatus(self, w: WriterStatus) -> set[str]:
@@ -443,6 +451,10 @@ class Session:
             return set()
         if e.kinds:
             run.kinds.update(e.kinds)
+        if e.epoch == metrics.TRAINED_EPOCH:  # the probes' trained table (best weights): not an epoch
+            run.trained = dict(e.layers)
+            self._peak_dead(run, e.layers)
+            return {DEAD, BOARD}
         if run.layers_epoch is None or e.epoch >= run.layers_epoch:
             run.layers, run.layers_epoch = dict(e.layers), e.epoch
         run.layer_history[e.epoch] = e.layers
@@ -669,8 +681,10 @@ class Session:
         if run is None:
             return DeadData()
         rows = []
+        trained = run.ended and bool(run.trained)  # the exact count on the best weights, once trained
+        table = run.trained if trained else run.layers
         for name in run.layer_names(metrics.ACTIVATION):
-            stats = run.layers.get(name, {})
+            stats = table.get(name, {})
             size = stats.get(metrics.SIZE)
             frac = metrics.dead_fraction(stats)
             dead = stats.get(metrics.DEAD_EXACT)
@@ -682,7 +696,7 @@ class Session:
             return DeadData(tuple(rows), None, False, True)
         # saturation where it occurs: any layer with a measured share above zero
         has_sat = any(r.saturation for r in rows)
-        return DeadData(tuple(rows), run.layers_epoch, has_sat, True)
+        return DeadData(tuple(rows), -1 if trained else run.layers_epoch, has_sat, True)
 
     def grads(self) -> GradData:
         run = self.current
