@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: subcommands that live in modules of their own; each module has `NAME`,
 #: `add_parser(subparsers)` and `run(args) -> exit code`, and imports heavy things inside `run`
-COMMAND_MODULES: tuple[str, ...] = ("study_command", "runs_command", "compare_command", "export_command")
+COMMAND_MODULES: tuple[str, ...] = ("study_command", "runs_command", "compare_command", "export_command",
+                                     "open_command")
 
 
 def _command_modules() -> list:
