@@ -484,11 +484,19 @@ def load_config_data(config: "LabConfig", device: torch.device | str | None = No
     """The config's dataset as device tensors; a bad data folder names the key or variable behind it."""
     d = config.data
     device = resolve_device(config.run.device) if device is None else torch.device(device)
+    if d.dataset in ("fashion-mnist", "mnist") and d.val_size >= 60000:  # before any file is read or cached
+        raise DataError(f"data.val_size = {d.val_size}: must be < 60000 for {d.dataset} "
+                        "(its 60,000 training images are split into training and validation)")
     try:
         return load_dataset(d.dataset, device=device, seed=config.run.seed, val_size=d.val_size,
                             normalization=d.normalization, source=d.source or None,
                             cache_dir=d.cache_dir or None, fallback=d.fallback)
     except DataError as exc:
+        text = str(exc)
+        if text.startswith("val_size "):  # the split, not the folder: blame the key that set it
+            raise DataError(f"data.val_size = {d.val_size}: {text}") from None
+        if "dataset cache" in text or text.startswith("cached "):  # writing or reading the cache
+            raise DataError(f"{_cache_key(d)}: {text}") from None
         if d.source:
             raise DataError(f"data.source = {d.source!r}: {exc}") from None
         if os.environ.get("ACTLAB_DATA") and d.dataset in ("fashion-mnist", "mnist"):
@@ -496,3 +504,15 @@ def load_config_data(config: "LabConfig", device: torch.device | str | None = No
         if d.cache_dir:
             raise DataError(f"data.cache_dir = {d.cache_dir!r}: {exc}") from None
         raise
+    except OSError as exc:  # copying into the cache: a read-only or full cache folder
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        raise DataError(f"{_cache_key(d)}: cannot write the dataset cache{where} ({exc.strerror or exc})") from None
+
+
+def _cache_key(d) -> str:
+    """What chose the dataset cache: the key, the variable, or the default folder."""
+    if d.cache_dir:
+        return f"data.cache_dir = {d.cache_dir!r}"
+    if os.environ.get("ACTLAB_CACHE"):
+        return f"ACTLAB_CACHE={os.environ['ACTLAB_CACHE']}"
+    return f"the dataset cache {default_cache_dir()}"

@@ -67,6 +67,24 @@ def _facts(path: Path, model: Any, data: dict, progress: dict, lab: dict, missin
     }
 
 
+def print_to_pipe(text: str) -> None:
+    """Print `text` to stdout; a reader that went away (`actlab inspect F | head -3`) is fine.
+
+    After a broken pipe, stdout is pointed at /dev/null so that Python's own flush at exit
+    finds nothing to complain about (no BrokenPipeError traceback, exit code unchanged).
+    """
+    import os
+    import sys
+
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def describe(path: str | Path) -> list[str]:
     """The summary as lines for a terminal."""
     s = summary(path)
@@ -98,4 +116,6 @@ def describe(path: str | Path) -> list[str]:
         lines.append(f"recipe     {recipe}")
     lines.append("resumable  yes" if s["resumable"] else
                  f"resumable  no (weights only: no {', '.join(s['missing_for_resume'])})")
-    return lines
+    from actlab.engine.errors import printable
+
+    return [printable(line) for line in lines]  # names from the file never reach the terminal raw
