@@ -247,12 +247,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Print what a checkpoint holds; a bad or unsafe file is one line and exit 2."""
     import json
 
-    from .checkpoint_info import describe, summary
+    from .checkpoint_info import describe, print_to_pipe, summary
 
     if args.json:
-        print(json.dumps(summary(args.checkpoint), default=str))
+        print_to_pipe(json.dumps(summary(args.checkpoint), default=str))
     else:
-        print("\n".join(describe(args.checkpoint)))
+        print_to_pipe("\n".join(describe(args.checkpoint)))
     return EXIT_OK
 
 
