@@ -23,10 +23,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .errors import UserError
 from .events import EVENTS_FILE, parse_event_line
-from .runs import CHECKPOINT_DIR, CONFIG_FILE
+from .runs import CHECKPOINT_DIR, CONFIG_FILE, lock_holder
+from .study import STUDY_FILE
 from .summary import SUMMARY_FILE, SUMMARY_FORMAT, config_defaults, summarize_events
 
 UNREADABLE = "unreadable"
+#: the status of a run whose log has no final event and whose folder no live process holds:
+#: killed (kill -9, power loss) or crashed; `actlab run --resume` continues it
+KILLED = "killed"
 RUN_MARKERS = (CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, CHECKPOINT_DIR)
 
 #: events a summary never needs: skipped by their line's prefix, without parsing the JSON
@@ -123,8 +127,8 @@ def find_runs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, s
 
     A root that is a run folder is itself listed. A sub-folder that holds sub-folders but no
     run files is searched through and names the study of the runs below it (nested studies:
-    `outer/inner`); an empty or foreign leaf folder is listed as unreadable. Hidden folders
-    (`.something`) are skipped.
+    `outer/inner`; a root holding a study.json names its own runs' study); an empty or
+    foreign leaf folder is listed as unreadable. Hidden folders (`.something`) are skipped.
     """
     for root in roots:
         root = Path(root)
@@ -135,7 +139,7 @@ def find_runs(roots: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, s
         if is_run_folder(root):
             yield root, None, None
             continue
-        yield from _walk(root, [])
+        yield from _walk(root, [root.resolve().name] if (root / STUDY_FILE).is_file() else [])
 
 
 def _walk(folder: Path, study: list[str]) -> Iterator[tuple[Path, str | None, str | None]]:
@@ -161,6 +165,22 @@ def _walk(folder: Path, study: list[str]) -> Iterator[tuple[Path, str | None, st
             yield child, "/".join(study) or None, f"not a run folder (no {EVENTS_FILE}, {CONFIG_FILE} or {SUMMARY_FILE})"
 
 
+_LAYER_STATS_PREFIX = b'{"type":"LayerStats"'
+
+
+def _without_histograms(line: bytes) -> bytes:
+    """A LayerStats line with its histograms cut out (half its bytes; a summary never needs them).
+
+    EventLog writes the fields in declaration order, histograms right before kinds; a line
+    that does not look like that is returned whole (then it is simply parsed in full).
+    """
+    start = line.find(b',"histograms":{')
+    end = line.rfind(b'},"kinds":{')
+    if start < 0 or end < start:
+        return line
+    return line[:start] + line[end + 1:]
+
+
 # -- reading one run --------------------------------------------------------------------------
 
 def summary_from_events(path: Path) -> dict[str, Any]:
@@ -176,6 +196,8 @@ def summary_from_events(path: Path) -> dict[str, Any]:
             lines += 1
             if raw.startswith(_SKIPPED_PREFIXES):
                 continue
+            if raw.startswith(_LAYER_STATS_PREFIX):
+                raw = _without_histograms(raw)
             event = parse_event_line(raw.decode("utf-8", errors="replace"))
             if event is not None:
                 events.append(event)
@@ -223,7 +245,10 @@ def read_record(path: str | os.PathLike[str], study: str | None = None) -> RunRe
 
 
 def _record(path: Path, data: dict[str, Any], study: str | None, source: str) -> RunRecord:
-    return RunRecord(path, str(data.get("status") or "running"), data, data.get("study") or study, source)
+    status = str(data.get("status") or "running")
+    if status == "running" and lock_holder(path) is None:
+        status = KILLED  # no final event and nobody trains it: the process is gone
+    return RunRecord(path, status, data, data.get("study") or study, source)
 
 
 def list_runs(roots: Iterable[str | os.PathLike[str]]) -> list[RunRecord]:

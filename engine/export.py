@@ -3,7 +3,8 @@
 The CSV tables are long ("tidy"): one value per line, so any tool can pivot them.
 
     epochs.csv  run, epoch, metric, value                    (every EpochDone number)
-    layers.csv  run, epoch, layer, kind, metric, value       (every LayerStats number; epoch 0 = init)
+    layers.csv  run, epoch, layer, kind, metric, value       (every LayerStats number; epoch 0 = at
+                init, epoch -1 = the trained table: exact counts on the best weights after training)
     steps.csv   run, epoch, first_step, sample, layer, metric, value
                 (per-step gradient series: `sample` counts the measured steps of one StepStats,
                  the first of which is global step `first_step`)
@@ -28,6 +29,7 @@ from typing import Any, Iterable, Sequence
 from .catalog import RunRecord, runs_to_csv
 from .errors import UserError
 from .events import EVENTS_FILE, EpochDone, LayerStats, RunFinished, RunStarted, StepStats, read_events
+from .metrics import TRAINED_EPOCH
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr", "best_val_acc")
 TENSORBOARD_MISSING = 'TensorBoard export needs the tensorboard package: pip install "actlab[tensorboard]"'
@@ -201,7 +203,8 @@ def export_tensorboard(records: Sequence[RunRecord], out_dir: str | os.PathLike[
     """One TensorBoard folder per run under `out_dir` (`tensorboard --logdir out_dir`).
 
     Tags: `epoch/<metric>` and `layer/<layer>/<metric>` by epoch (epoch 0 = at init),
-    `hist/<kind>/<layer>` histograms by epoch, `step/<layer>/<metric>` by global step (the
+    `hist/<kind>/<layer>` histograms by epoch, the trained table as `trained/<layer>/<metric>`
+    (and `trained_hist/...`) at the last epoch, `step/<layer>/<metric>` by global step (the
     measured steps: the first of each StepStats, then every `probes.gradients_every`-th),
     `run/test_acc`, and the config as text. Returns counts of runs, scalars and histograms.
     """
@@ -227,14 +230,18 @@ def export_tensorboard(records: Sequence[RunRecord], out_dir: str | os.PathLike[
                 for metric in EPOCH_METRICS:
                     writer.add_scalar(f"epoch/{metric}", getattr(event, metric), epoch)
                     counts["scalars"] += 1
+            last_epoch = max(run.epochs, default=0)
             for epoch in sorted(run.layers):
                 event = run.layers[epoch]
+                # the trained table (best weights, after training) gets tags of its own at the last epoch
+                layer_tag, hist_tag, step = ("trained", "trained_hist", last_epoch) if epoch == TRAINED_EPOCH \
+                    else ("layer", "hist", epoch)
                 for layer, metrics in event.layers.items():
                     for metric, value in metrics.items():
-                        writer.add_scalar(f"layer/{layer}/{metric}", value, epoch)
+                        writer.add_scalar(f"{layer_tag}/{layer}/{metric}", value, step)
                         counts["scalars"] += 1
                 for name, hist in event.histograms.items():
-                    counts["histograms"] += _add_histogram(writer, f"hist/{name}", hist, epoch)
+                    counts["histograms"] += _add_histogram(writer, f"{hist_tag}/{name}", hist, step)
             for first in sorted(run.steps):
                 event = run.steps[first]
                 for layer, metrics in event.series.items():

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from .config import LabConfig
 from .events import EVENTS_FILE, EpochDone, Event, LayerStats, RunFailed, RunFinished, RunStarted, read_events
-from .metrics import ACTIVATION, SIZE, dead_fraction
+from .metrics import ACTIVATION, SIZE, TRAINED_EPOCH, dead_fraction
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = 1
@@ -119,7 +119,8 @@ class RunSummary:
     final_val_acc: float | None = None
     test_acc: float | None = None
     peak_dead: float | None = None
-    final_dead: float | None = None
+    last_dead: tuple[int, float] | None = None  # (epoch, dead fraction) of the newest epoch measured
+    trained_dead: float | None = None  # exact, on the best weights after training (TRAINED_EPOCH)
     epoch_seconds: dict[int, float] = field(default_factory=dict)
     val_acc: dict[int, float] = field(default_factory=dict)  # epoch -> validation accuracy
     events: int = 0
@@ -146,8 +147,11 @@ class RunSummary:
         elif isinstance(event, LayerStats):
             frac = activation_dead_fraction(event)
             if frac is not None:
-                self.final_dead = frac
                 self.peak_dead = frac if self.peak_dead is None else max(self.peak_dead, frac)
+                if event.epoch == TRAINED_EPOCH:
+                    self.trained_dead = frac
+                elif self.last_dead is None or event.epoch >= self.last_dead[0]:
+                    self.last_dead = (event.epoch, frac)
         elif isinstance(event, RunFinished):
             self.status, self.message = event.status, event.message
             self.epochs = max(self.epochs, event.epochs_run)
@@ -155,6 +159,14 @@ class RunSummary:
             self.test_acc = event.test_acc
         elif isinstance(event, RunFailed):
             self.status, self.message = "failed", event.error
+
+    @property
+    def final_dead(self) -> float | None:
+        """Dead fraction at the end: the exact count on the best weights when the run measured
+        it (finished or early-stopped runs), else the newest epoch's."""
+        if self.trained_dead is not None:
+            return self.trained_dead
+        return self.last_dead[1] if self.last_dead is not None else None
 
     def _use_activation(self, name: str) -> None:
         self.activation = name
@@ -183,6 +195,7 @@ class RunSummary:
             "test_acc": self.test_acc,
             "peak_dead": self.peak_dead,
             "final_dead": self.final_dead,
+            "trained_dead": self.trained_dead,
             "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
             "started": self.started,
             "config_hash": config_hash(self.config) if self.config else None,

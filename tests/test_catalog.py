@@ -15,6 +15,7 @@ import pytest
 from actlab.engine import catalog
 from actlab.engine.errors import UserError
 from actlab.engine.events import EpochDone, LayerStats, RunFinished, RunStarted, read_events
+from actlab.engine.metrics import TRAINED_EPOCH
 from actlab.engine.runs import UnknownColumnError, read_run
 from actlab.engine.summary import SUMMARY_FILE, SummaryWriter, activation_dead_fraction, summarize_events
 from actlab.tui import cli
@@ -42,7 +43,7 @@ def test_each_real_run_writes_a_summary_matching_its_events(real_runs):
         finished = [e for e in events if isinstance(e, RunFinished)][-1]
         epochs = [e for e in events if isinstance(e, EpochDone)]
         stats = [e for e in events if isinstance(e, LayerStats)]
-        deads = [activation_dead_fraction(s) for s in stats]
+        deads = {s.epoch: activation_dead_fraction(s) for s in stats}  # epoch -1: the trained table
         assert summary["run_id"] == folder.name and summary["status"] == "finished"
         assert (summary["activation"], summary["seed"], summary["dataset"]) == (activation, seed, "digits")
         assert summary["epochs"] == 2 and summary["max_epochs"] == 2
@@ -50,7 +51,11 @@ def test_each_real_run_writes_a_summary_matching_its_events(real_runs):
         assert summary["test_acc"] == finished.test_acc and 0.0 < summary["test_acc"] <= 1.0
         assert summary["val_acc_curve"] == [e.val_acc for e in epochs]
         assert summary["seconds_per_epoch"] == pytest.approx(sum(e.seconds for e in epochs) / 2)
-        assert summary["peak_dead"] == max(deads) and summary["final_dead"] == deads[-1]
+        assert summary["peak_dead"] == max(deads.values())
+        # at the end: the trained table (exact, best weights) when the probes made one, else the last epoch's
+        trained = deads.get(TRAINED_EPOCH)
+        assert summary["trained_dead"] == trained
+        assert summary["final_dead"] == (trained if trained is not None else deads[max(deads)])
         assert summary["differences"] == {"model.hidden_sizes": [48, 32], "train.epochs": 2, "train.lr": 0.1}
         # the summary is what the events fold to (the fallback gives the same numbers)
         assert {k: v for k, v in summary.items() if k != "updated"} == summarize_events(events)
@@ -186,7 +191,8 @@ def test_unreadable_folders_are_listed_with_their_reason(real_runs, tmp_path, ca
         assert rows[name]["status"].startswith("unreadable: "), name
         assert words in rows[name]["status"], (name, rows[name]["status"])
         assert rows[name]["test_acc"] is None
-    assert rows["torn-mid-run"]["status"] == "running" and rows["torn-mid-run"]["epochs"] == 1
+    # no final event and no live process holding the folder's lock: killed (resumable)
+    assert rows["torn-mid-run"]["status"] == "killed" and rows["torn-mid-run"]["epochs"] == 1
     assert rows[folders[0].name]["status"] == "finished"
     code, out, _ = actlab(capsys, "runs", str(runs))
     assert code == 0 and "Traceback" not in out
@@ -351,9 +357,11 @@ def test_read_run_column_names_the_valid_layers_and_metrics(real_runs):
     layers = sorted({name for stats in table.layer_stats.values() for name in stats})
     linear = next(name for name in layers if table.layer_stats[1][name].get("grad_l2") is not None)
     metrics = sorted(table.layer_stats[1][linear])
-    assert [e for e, _ in table.column("act1", "dead_exact_frac")] == [0, 1, 2]
+    logged = [(e.epoch, e.layers["act1"]["dead_live_frac"]) for e in read_events(folders[0])
+              if isinstance(e, LayerStats) and e.epoch != TRAINED_EPOCH and "dead_live_frac" in e.layers.get("act1", {})]
+    assert len(logged) >= 2 and table.column("act1", "dead_live_frac") == logged
     with pytest.raises(UnknownColumnError, match=re.escape(f"no layer 'act9'; layers: {', '.join(layers)}")):
-        table.column("act9", "dead_exact_frac")
+        table.column("act9", "dead_live_frac")
     with pytest.raises(KeyError, match=re.escape(f"layer {linear!r} has no metric 'dead_exact'; "
                                                  f"metrics: {', '.join(metrics)}")):
         table.column(linear, "dead_exact")

@@ -42,7 +42,7 @@ def actlab(capsys, *argv: str) -> tuple[int, str, str]:
 def test_json_matches_scipy_on_the_raw_numbers(study, capsys):
     code, out, err = actlab(capsys, "compare", str(study), "--baseline", "relu", "--json")
     assert code == 0
-    assert "left out 1 unreadable folder" in err and "left out 1 run(s) without test_acc (1 running)" in err
+    assert "left out 1 unreadable folder" in err and "left out 1 run(s) without test_acc (1 killed)" in err
     data = json.loads(out)
     groups = {g["group"]: g for g in data["groups"]}
     assert [g["group"] for g in data["groups"]] == ["relu", "gelu", "tanh"]  # baseline, then best mean first

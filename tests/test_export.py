@@ -13,6 +13,7 @@ import pytest
 
 from actlab.engine.events import EpochDone, LayerStats, StepStats, event_to_json, read_events
 from actlab.engine.export import EPOCH_METRICS
+from actlab.engine.metrics import TRAINED_EPOCH
 from actlab.tui import cli
 from run_folders import shared_real_runs, synthetic_run
 
@@ -99,16 +100,24 @@ def test_tensorboard_files_read_back_with_tensorboard(real_runs, tmp_path, capsy
         acc.Reload()
         events = read_events(folder)
         epochs = [e for e in events if isinstance(e, EpochDone)]
-        stats = [e for e in events if isinstance(e, LayerStats)]
+        stats = [e for e in events if isinstance(e, LayerStats) and e.epoch != TRAINED_EPOCH]
+        trained = [e for e in events if isinstance(e, LayerStats) and e.epoch == TRAINED_EPOCH]
         val = acc.Scalars("epoch/val_acc")
         assert [s.step for s in val] == [e.epoch for e in epochs]
         assert [s.value for s in val] == pytest.approx([e.val_acc for e in epochs], rel=1e-6)  # float32
-        dead = acc.Scalars("layer/act1/dead_exact_frac")
-        assert [(s.step, s.value) for s in dead] == [(e.epoch, pytest.approx(e.layers["act1"]["dead_exact_frac"],
-                                                                             abs=1e-7)) for e in stats]
+        dead = acc.Scalars("layer/act1/dead_live_frac")
+        assert [(s.step, s.value) for s in dead] == [(e.epoch, pytest.approx(e.layers["act1"]["dead_live_frac"],
+                                                                             abs=1e-7))
+                                                     for e in stats if "dead_live_frac" in e.layers["act1"]]
         tags = acc.Tags()
+        if trained:  # the probes' trained table (best weights, after training): own tags at the last epoch
+            [exact] = acc.Scalars("trained/act1/dead_exact_frac")
+            assert (exact.step, exact.value) == (epochs[-1].epoch,
+                                                 pytest.approx(trained[0].layers["act1"]["dead_exact_frac"], abs=1e-7))
+        else:
+            assert not [t for t in tags["scalars"] if t.startswith("trained/")]
         hist_names = sorted({name for e in stats for name in e.histograms})
-        assert hist_names and sorted(t[len("hist/"):] for t in tags["histograms"]) == hist_names
+        assert hist_names and sorted(t[len("hist/"):] for t in tags["histograms"] if t.startswith("hist/")) == hist_names
         name = hist_names[0]
         for record in acc.Histograms(f"hist/{name}"):
             source = next(e for e in stats if e.epoch == record.step).histograms[name]
