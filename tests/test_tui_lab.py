@@ -357,3 +357,12 @@ def test_the_trained_table_is_not_an_epoch_and_shows_once_the_run_ended():
                         test_loss=0.5, seconds=1.0))
     dead = s.dead()
     assert dead.epoch == -1 and dead.rows[3].dead_frac == 0.5 and s.board()[0].peak_dead == 0.5
+
+
+def test_a_run_near_chance_is_drawn_on_a_span_that_shows_it_is_flat():
+    s = Session()
+    s.apply(run_started("r", "sigmoid", T0))
+    for e in (1, 2, 3):
+        s.apply(epoch_done("r", e, "sigmoid", T0 + e, quality=0.12))  # ~10%: not learning
+    acc = s.metrics("acc")
+    assert acc.chance == 10.0 and max(acc.current.val) - min(acc.current.val) < 1.0

@@ -58,3 +58,60 @@ def test_hot_swap_picker_80x24(snap_compare):
         await pilot.pause()
 
     assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_layers_view_80x24(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        while pilot.app.shown_view != "layers":
+            await pilot.press("v")
+        await pilot.press("m", "m", "m")  # z_mean... : a metric that varies per layer
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def past_runs_app(tmp_path) -> LabApp:
+    """The demo session with three runs of an earlier session in its runs folder."""
+    from tui_fakes import write_run_folder
+
+    from actlab.engine.runs import read_run
+    from actlab.tui.feed_items import PastRun
+
+    past = [write_run_folder(tmp_path, f"20250101-1{i}0000-{name}-s42", name, epochs, quality=q)
+            for i, (name, epochs, q) in enumerate((("sigmoid", 8, 0.2), ("gelu", 10, 1.01), ("mish", 7, 1.0)))]
+    feed = ScriptedFeed([catalog(), *(PastRun(read_run(p)) for p in past), *demo_events()])
+    return LabApp(feed, config=small_config(), clock=lambda: T0 + 52, past=[])
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_past_runs_overlaid_from_the_leaderboard(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("b", "up", "up", "space", "up", "space")  # overlay gelu and sigmoid
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(past_runs_app(tmp_path), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+def test_study_view(snap_compare, size):
+    from test_tui_study import SnapshotFeed, trials
+
+    from actlab.tui.study_view import StudyApp, StudySnapshot
+
+    feed = SnapshotFeed()
+    feed.items.put(StudySnapshot("seeds-table", trials(2)))
+    app = StudyApp(feed)
+
+    async def run_before(pilot):
+        for _ in range(200):
+            app.apply_pending()
+            if app.snapshot is not None:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -237,7 +237,7 @@ class LabApp(App[int]):
                 self.boxes["grads"].border_title = self.grads.title()
             if HISTS in dirty:
                 self.hists.data = s.hists()
-                self.boxes["hists"].border_title = "histograms · range fitted to the data"
+                self.boxes["hists"].border_title = "histograms · fitted range"
             if LAYERS in dirty:
                 self.layers.data = s.layers_view()
                 self.boxes["layers"].border_title = self.layers.title()

@@ -99,7 +99,7 @@ class MetricsChart(_Chart):
         plt.xticks(_integer_ticks(1, hi, max(2, self.size.width // 8)))
         finite = [v for v in values if math.isfinite(v)]
         if d.metric == "acc" and finite:
-            if d.chance is not None:
+            if d.chance is not None and min(finite) - d.chance < MIN_ACC_SPAN:  # near chance: show it
                 plt.hline(d.chance, CHANCE)
                 finite.append(d.chance)
             lo, top = min(finite), max(finite)

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, ScrollableContainer, VerticalScroll
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Footer, Static
@@ -249,6 +249,8 @@ class BandChart(PlotextPlot):
             plt.plot(epochs, mean, color=colour, marker="braille", label=group)
             last = max(last, len(mean))
         plt.xlim(0.5, max(2, last) + 0.5)
+        step = max(1, math.ceil(last / 8))
+        plt.xticks(list(range(1, max(2, last) + 1, step)))
         plt.grid(False, False)
         self.refresh()
 
@@ -263,7 +265,8 @@ class StudyApp(App[int]):
     #grid-box, #table-box { border: round $panel-lighten-2; border-title-color: $text-muted; padding: 0 1; }
     #grid-box { width: 1fr; }
     #bands { width: 1fr; border: round $panel-lighten-2; border-title-color: $text-muted; }
-    #table-box { height: auto; max-height: 45%; }
+    #table-box { height: auto; max-height: 45%; overflow-x: auto; }
+    #groups { width: auto; text-wrap: nowrap; }
     """
     BINDINGS = [Binding("q", "quit", "Quit"), Binding("question_mark", "help", "Help", key_display="?")]
 
@@ -283,7 +286,7 @@ class StudyApp(App[int]):
             with VerticalScroll(id="grid-box"):
                 yield TrialGrid(id="grid")
             yield BandChart(id="bands")
-        with VerticalScroll(id="table-box"):
+        with ScrollableContainer(id="table-box"):  # the table scrolls sideways on a narrow terminal
             yield Static("", id="groups")
         yield Footer()
 
