@@ -85,9 +85,9 @@ class RunRecord:
         if key in self.summary:
             return self.summary[key]
         if "." in key:
-            differences = self.summary.get("differences") or {}
-            if key in differences:
-                return differences[key]
+            changes = self.summary.get("config_changes") or self.summary.get("differences") or {}
+            if key in changes:
+                return changes[key]
             defaults = config_defaults()
             if key in defaults:
                 return defaults[key] if self.readable else None

@@ -84,6 +84,14 @@ def config_differences(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def config_changes(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every config key whose value differs from the lab's defaults, placement and probes
+    included (what `--where probes.enabled=false` looks up; `differences` is the short list)."""
+    defaults = config_defaults()
+    return {key: value for key, value in sorted(flatten(config).items())
+            if key not in ("run.runs_dir",) and value != defaults.get(key)}
+
+
 def activation_dead_fraction(stats: LayerStats) -> float | None:
     """The unit-weighted dead fraction over every activation layer of one LayerStats, or None."""
     dead = units = 0.0
@@ -200,6 +208,7 @@ class RunSummary:
             "started": self.started,
             "config_hash": config_hash(self.config) if self.config else None,
             "differences": config_differences(self.config) if self.config else {},
+            "config_changes": config_changes(self.config) if self.config else {},
             "val_acc_curve": [self.val_acc[e] for e in sorted(self.val_acc)],
         }
 

@@ -248,7 +248,7 @@ def synthetic(tmp_path_factory):
              ("e", "tanh", 1, 0.89, "early-stopped", 0.1)]
     for run_id, activation, seed, test_acc, status, lr in specs:
         synthetic_run(root / run_id, run_id=run_id, activation=activation, seed=seed, test_acc=test_acc,
-                      status=status, config_extra={"train.lr": lr})
+                      status=status, config_extra={"train.lr": lr, **({"probes.enabled": False} if run_id == "e" else {})})
     return root
 
 
@@ -270,6 +270,8 @@ def ids(capsys, *argv) -> list[str]:
     (["train.lr=0.01"], ["c"]),  # a config key; 0.01 is also the lab's default
     (["train.lr=0.1"], ["a", "b", "d", "e"]),
     (["dataset=digits", "seed>=2"], ["b", "d"]),
+    (["probes.enabled=false"], ["e"]),  # not in the short list of differences, still a filter
+    (["probes.enabled=true", "activation=relu"], ["a", "b"]),
     (["activation=swish"], []),
 ])
 def test_where_filters(synthetic, capsys, where, expected):
@@ -367,3 +369,14 @@ def test_read_run_column_names_the_valid_layers_and_metrics(real_runs):
         table.column(linear, "dead_exact")
     with pytest.raises(UserError):
         table.column("act1", "nope")
+
+
+def test_a_study_folder_given_directly_names_its_runs_study(tmp_path):
+    study = tmp_path / "seeds-table"
+    synthetic_run(study / "t1", run_id="t1")
+    synthetic_run(study / "t2", run_id="t2")
+    (study / "study.json").write_text("{}")
+    (tmp_path / "plain").mkdir()
+    synthetic_run(tmp_path / "plain" / "t3", run_id="t3")
+    assert {r.run_id: r.study for r in catalog.list_runs([study, tmp_path / "plain"])} == \
+        {"t1": "seeds-table", "t2": "seeds-table", "t3": None}
