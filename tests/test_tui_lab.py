@@ -366,3 +366,10 @@ def test_a_run_near_chance_is_drawn_on_a_span_that_shows_it_is_flat():
         s.apply(epoch_done("r", e, "sigmoid", T0 + e, quality=0.12))  # ~10%: not learning
     acc = s.metrics("acc")
     assert acc.chance == 10.0 and max(acc.current.val) - min(acc.current.val) < 1.0
+
+
+def test_the_past_runs_reader_names_run_folders_as_the_engine_does():
+    from actlab.engine import runs
+    from actlab.tui import past_runs
+
+    assert past_runs.CONFIG_FILE == runs.CONFIG_FILE  # kept apart so the first frame needs no engine.runs

@@ -173,16 +173,18 @@ class LabApp(App[int]):
         if self.engine_worker is None:
             self.engine_worker = self.run_worker(self._engine_work, name="engine", group="engine", thread=True,
                                                  exit_on_error=False)
+        wanted = self.past is not None or isinstance(self.feed, LiveFeed)
+        if wanted and self.past_worker is None:
+            self.past_worker = self.run_worker(self._past_work, name="past", group="past", thread=True,
+                                               exit_on_error=False)
+
+    def _past_work(self) -> None:
+        """Read the past runs (the given folders, else a live lab's runs folder) into the buffer."""
+        worker = get_current_worker()
         folders = self.past
         if folders is None and isinstance(self.feed, LiveFeed):
             folders = run_folders(Path(self.feed.config.run.runs_dir))
-        if folders and self.past_worker is None:
-            self.past_worker = self.run_worker(lambda: self._past_work(list(folders)), name="past", group="past",
-                                               thread=True, exit_on_error=False)
-
-    def _past_work(self, folders: list[Path]) -> None:
-        worker = get_current_worker()
-        load_past_runs(folders, self.buffer.put, cancelled=lambda: worker.is_cancelled)
+        load_past_runs(folders or [], self.buffer.put, cancelled=lambda: worker.is_cancelled)
 
     def _engine_work(self) -> None:
         worker = get_current_worker()

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-from actlab.engine import runs
 from actlab.engine.events import BatchProgress, EventFollower, RunStarted
 
 from .feed_items import Catalog, Curve, FeedError, FeedStatus, WriterStatus
@@ -468,6 +467,8 @@ def writer_status(run_dir: Path) -> WriterStatus:
 
     Unknown when the folder has no lock file (written by an actlab without locks, or the
     trainer has not taken it yet): the app then judges by silence alone."""
+    from actlab.engine import runs
+
     lock_holder = getattr(runs, "lock_holder", None)
     lock_file = Path(run_dir) / getattr(runs, "LOCK_FILE", "run.lock")
     if lock_holder is None or not lock_file.is_file():

@@ -11,8 +11,10 @@ that buffer on a timer (see `LabApp._drain`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from actlab.engine.runs import RunTable
+if TYPE_CHECKING:  # engine.runs pulls in the config machinery: not needed for the first frame
+    from actlab.engine.runs import RunTable
 
 #: the lab's activation order before the engine has loaded (keys 1..9, 0); the engine's
 #: `activation_names()` replaces it in `Catalog` (keys pick the first ten, pickers reach all)

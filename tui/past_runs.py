@@ -12,9 +12,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from actlab.engine.errors import UserError
 from actlab.engine.events import EVENTS_FILE
-from actlab.engine.runs import CONFIG_FILE, read_run
 
 from .feed import Feed, Sink, TorchEngine
 from .feed_items import FeedStatus, PastRun
@@ -22,6 +20,7 @@ from .feed_items import FeedStatus, PastRun
 #: the newest this many run folders of a runs folder are loaded
 PAST_LIMIT = 100
 STUDY_FILE = "study.json"
+CONFIG_FILE = "config.json"  # engine.runs.CONFIG_FILE (engine.runs is imported in the reader thread only)
 
 
 def is_run_folder(path: Path) -> bool:
@@ -73,6 +72,8 @@ def open_targets(path: Path) -> list[Path]:
 def load_past_runs(folders: Iterable[Path], sink: Callable[[object], None], *,
                    cancelled: Callable[[], bool] = lambda: False) -> int:
     """Read each folder (`runs.read_run`) into a `PastRun`; unreadable ones are skipped. The count."""
+    from actlab.engine.errors import UserError
+    from actlab.engine.runs import read_run
 
     count = 0
     for folder in folders:
