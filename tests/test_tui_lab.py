@@ -373,3 +373,20 @@ def test_the_past_runs_reader_names_run_folders_as_the_engine_does():
     from actlab.tui import past_runs
 
     assert past_runs.CONFIG_FILE == runs.CONFIG_FILE  # kept apart so the first frame needs no engine.runs
+
+
+def test_r_resumes_a_past_run_that_was_killed_without_a_last_line(tmp_path):
+    killed = write_run_folder(tmp_path, "20250101-090000-elu-s42", "elu", 2, status="")  # kill -9: no RunFinished
+    app, feed, engine = make_app(**{"run.runs_dir": str(tmp_path)})
+
+    async def script(pilot):
+        await wait_for(pilot, lambda: trained(app)() and past_loaded(app, 1)())
+        row = next(r for r in app.board.rows if r.past)
+        assert row.state == "running"
+        await pilot.press("b")
+        app.board.cursor = row.run_id
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.session.current.run_id == killed.name)
+        assert engine.resumes == [(row.run_dir, None)]
+
+    drive(app, script)

@@ -464,7 +464,8 @@ class LabApp(App[int]):
         feed = self._live_feed()
         if feed is None:
             return
-        if row.state not in RESUMABLE_STATES:
+        killed = row.past and row.state == "running"  # no last line: killed (-9, power) mid-run
+        if row.state not in RESUMABLE_STATES and not killed:
             hint = " (e trains it for more epochs)" if row.state in EXTENDABLE_STATES else ""
             self._say(f"run {row.number} is {row.state}: nothing to resume{hint}", "warning")
             return
