@@ -110,3 +110,17 @@ def test_resume_with_epochs_extends_a_finished_run_headless(tmp_path, monkeypatc
     assert epochs in ([1, 2, 3], [1, 2, 3, 4])  # at least one more epoch, even after an early stop
     assert table.status == ("finished" if epochs[-1] == 4 else "early-stopped")
     assert read_config(run_dir).train.epochs == 4  # a later resume continues to the new total
+
+
+def test_resume_on_a_terminal_opens_the_app_and_checks_epochs_first(tmp_path, monkeypatch, capsys):
+    from tui_fakes import write_run_folder
+
+    folder = write_run_folder(tmp_path, "20250101-110000-relu-s42", "relu", 4, status="stopped")
+    opened = []
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    monkeypatch.setattr(app_module, "run_app", lambda app: opened.append(app) or 0)
+    assert cli.main(["--resume", str(folder), "--epochs", "3"]) == 2
+    assert "already trained 4 epochs" in capsys.readouterr().err and opened == []
+    assert cli.main(["--resume", str(folder), "--epochs", "9"]) == 0
+    (app,) = opened
+    assert app.feed.planned() == (f"{folder.name} to epoch 9",) and app.config.train.epochs == 9

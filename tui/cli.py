@@ -293,7 +293,14 @@ def cmd_app_resume(args: argparse.Namespace) -> int:
     run_dir = _resume_dir(args.resume)
     _check_resume_flags(args)
     config = read_config(Path(run_dir))
-    if args.epochs is not None:
+    if args.epochs is not None:  # checked here, before the app opens (lab.resume_run checks it again)
+        from actlab.engine.errors import UserError
+        from actlab.engine.runs import read_run
+
+        done = max((row["epoch"] for row in read_run(run_dir).epochs), default=0)
+        if args.epochs <= done:
+            raise UserError(f"--epochs {args.epochs}: {run_dir} has already trained {done} epochs; "
+                            f"give a larger total (e.g. --epochs {done + 5})")
         config = config.replace(**{"train.epochs": args.epochs})
     from .app import LabApp, run_app
     from .feed import LiveFeed, ResumeRequest
