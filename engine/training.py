@@ -388,7 +388,7 @@ class TrainingRun:
         x = data.train_x.new_empty((batch_size, *data.train_x.shape[1:]))
         y = data.train_y.new_empty((batch_size,))
         model.train()
-        self._probes.epoch_start(epoch)
+        self._probes.epoch_start(epoch, steps - p.batch)
         last_stats = time.monotonic()
         for b in range(p.batch, steps):
             self._handle_commands(epoch)
@@ -547,20 +547,22 @@ class TrainingRun:
                 return "early-stopped", f"no better validation accuracy for {t.patience} epochs"
         return "finished", ""
 
-    def _test_best(self) -> tuple[float | None, float | None]:
+    def _test_best(self, trained_stats: bool = False) -> tuple[float | None, float | None]:
         best = runs.checkpoint_path(self.run_dir, runs.BEST)
         if not best.exists():
             return None, None
         ck = read_checkpoint(best, map_location="cpu")
         model = MLP(model_config_of(ck, best)).to(self.device)
         load_weights(model, ck, best)
+        if trained_stats:  # the probes' "trained" table on the best weights (epoch metrics.TRAINED_EPOCH)
+            self._emit(self._probes.final_stats(model, self.data))
         return evaluate(model, self.data.test_x, self.data.test_y)
 
     def _finish(self, status: str, message: str, started: float) -> RunResult:
         test_loss = test_acc = None
         if status != "interrupted":
             try:
-                test_loss, test_acc = self._test_best()
+                test_loss, test_acc = self._test_best(trained_stats=status in ("finished", "early-stopped"))
             except UserError as exc:
                 message = f"{message}; test skipped: {exc}".lstrip("; ")
         p = self.progress
