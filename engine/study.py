@@ -36,8 +36,11 @@ STUDY_FILE = "study.json"
 LOCK_FILE = ".study.lock"
 FORMAT_VERSION = 1
 
-#: statuses a trial can have in study.json; the first group is final (never run again)
-DONE_STATUSES = ("finished", "early-stopped", "diverged", "failed")
+#: a trial with one of these statuses is never run again (a divergence is a result too)
+FINAL_STATUSES = ("finished", "early-stopped", "diverged")
+#: ended in this run of the study; a failed trial (bad data folder, crash) is tried again when the
+#: study is run again, since its cause may have been fixed
+DONE_STATUSES = (*FINAL_STATUSES, "failed")
 PENDING, RUNNING, INTERRUPTED = "pending", "running", "interrupted"
 
 #: the lab's ten activations, in the app's key order (see engine/activations.py)
@@ -533,8 +536,16 @@ def reconcile(manifest: Manifest, trials: Sequence[Trial]) -> None:
 
 
 def to_resume(manifest: Manifest) -> list[TrialRecord]:
-    """Trials still to run, in order: not done (pending, interrupted, or running when a driver died)."""
-    return [t for t in manifest.trials if not t.done]
+    """Trials still to run, in order: pending, interrupted, running when a driver died, or failed.
+
+    Their records go back to pending (interrupted ones keep their numbers), so a display counts
+    only final trials as done.
+    """
+    todo = [t for t in manifest.trials if t.status not in FINAL_STATUSES]
+    for t in todo:
+        if t.status in (RUNNING, "failed"):
+            t.status = INTERRUPTED if t.status == RUNNING else PENDING
+    return todo
 
 
 # --- one driver per study ---------------------------------------------------------------------

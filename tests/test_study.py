@@ -228,10 +228,10 @@ def test_local_study_matches_actlab_run(tmp_path, monkeypatch, capsys):
 
 def test_failing_and_diverging_trials_are_recorded_and_the_others_finish(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main(["study", "--set", "probes.enabled=false", "--device", "cpu", "--epochs", "2",
-                 "--hidden", "16", "--set", 'data.source="/nonexistent/folder"', "--set", 'data.fallback="none"',
-                 "--grid", "data.dataset=digits,mnist", "--grid", "train.lr=0.01,1e30", "--workers", "2",
-                 "--name", "f"])
+    argv = ["study", "--set", "probes.enabled=false", "--device", "cpu", "--epochs", "2",
+            "--hidden", "16", "--set", 'data.source="/nonexistent/folder"', "--set", 'data.fallback="none"',
+            "--grid", "data.dataset=digits,mnist", "--grid", "train.lr=0.01,1e30", "--workers", "2", "--name", "f"]
+    code = main(argv)
     assert code == 1  # some trial failed; the study itself ran to its end
     manifest = study.read_manifest(tmp_path / "runs" / "f")
     by_key = {(r.overrides["data.dataset"], r.overrides["train.lr"]): r for r in manifest.trials}
@@ -242,6 +242,13 @@ def test_failing_and_diverging_trials_are_recorded_and_the_others_finish(tmp_pat
         assert failed.status == "failed" and "/nonexistent/folder" in failed.message
     out = capsys.readouterr().out
     assert out.count(" failed ") >= 2 and "diverged" in out
+    # run again: the failed trials are tried again (their cause may be fixed), the others are not
+    assert main(argv) == 1
+    again = {(r.overrides["data.dataset"], r.overrides["train.lr"]): r for r in
+             study.read_manifest(tmp_path / "runs" / "f").trials}
+    assert {k: r.attempts for k, r in again.items()} == {("digits", 0.01): 1, ("digits", 1e30): 1,
+                                                          ("mnist", 0.01): 2, ("mnist", 1e30): 2}
+    assert again[("digits", 0.01)].test_acc == by_key[("digits", 0.01)].test_acc
 
 
 def test_rerunning_the_same_command_skips_finished_trials(tmp_path, monkeypatch, capsys):
@@ -341,6 +348,63 @@ def test_resume_after_kill9_of_the_driver_reruns_nothing_and_loses_nothing(tmp_p
             assert starts[0] == 0 and len(starts) == 2 and starts[1] >= 1  # resumed, not restarted
         else:
             assert starts[0] == 0
+
+
+@pytest.mark.slow
+def test_kill9_of_a_worker_resumes_its_trial_and_sigterm_stops_the_study_with_checkpoints(tmp_path):
+    import signal
+
+    import psutil
+
+    argv = [sys.executable, "-m", "actlab.tui.cli", "study", *FAST, "--epochs", "120", "--set", "train.patience=0",
+            "--hidden", "32", "--activations", "relu,tanh", "--seed", "7", "--workers", "2", "--name", "w"]
+    study_dir = tmp_path / "runs" / "w"
+    trials = ("t000-relu-s7", "t001-tanh-s7")
+    log = open(tmp_path / "driver.err", "w+")
+    driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+    def epochs_done(trial: str) -> int:
+        path = study_dir / trial / "events.jsonl"
+        return path.read_text().count('"EpochDone"') if path.exists() else 0
+
+    def workers() -> list:  # the spawned workers (not multiprocessing's resource tracker)
+        return [p for p in psutil.Process(driver.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+    def attempts() -> dict[str, int]:
+        return {r.trial_id: r.attempts for r in study.read_manifest(study_dir).trials}
+
+    try:
+        assert _wait_for(lambda: min(map(epochs_done, trials)) >= 3 and len(workers()) == 2, 120)
+        # kill -9 one worker: the driver puts its trial back and a fresh worker resumes it
+        workers()[0].send_signal(signal.SIGKILL)
+        assert _wait_for(lambda: sum(attempts().values()) == 3, 120)
+        resumed = next(t for t, n in attempts().items() if n == 2)
+        at_resume = epochs_done(resumed)
+        assert _wait_for(lambda: epochs_done(resumed) >= at_resume + 2, 120)
+        driver.send_signal(signal.SIGTERM)  # stop the study: every running trial checkpoints
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    log.seek(0)
+    err = log.read()
+    assert driver.returncode == 128 + signal.SIGTERM, err
+    assert "--resume" in err
+    stopped = {r.trial_id: r for r in study.read_manifest(study_dir).trials}
+    assert stopped[resumed].status == "interrupted"  # stopped mid-run by the signal, not lost
+    assert {r.status for r in stopped.values()} <= {"interrupted", "finished"}
+    for record in stopped.values():
+        assert (study_dir / record.run_dir / "checkpoints" / "last.pt").exists()
+    result = subprocess.run([sys.executable, "-m", "actlab.tui.cli", "study", "--resume", str(study_dir)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for record in study.read_manifest(study_dir).trials:
+        assert record.status == "finished"
+        starts = [e.start_epoch for e in read_events(study_dir / record.run_dir) if isinstance(e, RunStarted)]
+        assert starts[0] == 0 and all(later >= 1 for later in starts[1:])
+        assert [row["epoch"] for row in lab.read_run(study_dir / record.run_dir).epochs] == list(range(1, 121))
+    starts = [e.start_epoch for e in read_events(study_dir / resumed) if isinstance(e, RunStarted)]
+    assert len(starts) == 3  # fresh, after the worker's kill -9, after the SIGTERM
 
 
 # --- the missing extra -------------------------------------------------------------------------------

@@ -214,12 +214,9 @@ def _execute(args: argparse.Namespace, study_dir: Path, manifest, trials, init_o
     try:
         book_display = StudyProgress(manifest, sys.stdout)
         book = study.StudyBook(study_dir, manifest, book_display)
-        for record in manifest.trials:
-            if record.status == study.RUNNING:  # its driver died; it resumes from its checkpoint
-                record.status = study.INTERRUPTED
+        todo = study.to_resume(manifest)  # running ones lost their driver: they resume from their checkpoint
         book.save()
         by_id = {t.trial_id: t for t in trials}
-        todo = study.to_resume(manifest)
         threads = args.threads or 1
         tasks = [TrialTask(r.trial_id, by_id[r.trial_id].config.to_dict(), str((study_dir / r.run_dir).resolve()),
                            init_only, threads) for r in todo]

@@ -17,7 +17,7 @@ from .. import lab, runs
 from ..config import LabConfig, config_from_dict
 from ..errors import UserError
 from ..events import Consumer
-from ..study import DONE_STATUSES, INTERRUPTED
+from ..study import FINAL_STATUSES, INTERRUPTED
 from .base import TrialOutcome, TrialTask
 
 #: splits kept per worker process (each seed has its own train/val split)
@@ -56,7 +56,7 @@ def finished_outcome(trial_id: str, run_dir: Path, init_only: bool) -> TrialOutc
     except (UserError, OSError):
         return None
     status = _trial_status(table.status, init_only, table.epochs)
-    if status not in DONE_STATUSES:
+    if status not in FINAL_STATUSES:  # a failed run is continued from its last checkpoint
         return None
     best = max((e["val_acc"] for e in table.epochs), default=None)
     seconds = sum(e["seconds"] for e in table.epochs)
