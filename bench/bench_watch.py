@@ -30,40 +30,23 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench_tui import REPO, RESULTS, pct  # bench/ is on sys.path when this script runs
 
 
 def lab_toml(folder: Path, epochs: int) -> str:
     """The writer's lab.toml; the dataset it trains."""
     source = os.environ.get("ACTLAB_DATA") or str(REPO.parent / "shared" / "datasets")
-    if (Path(source) / "FashionMNIST" / "raw").is_dir():
-        data, hidden, batch, dataset = (f'dataset = "fashion-mnist"\nsource = "{source}"\nfallback = "none"',
-                                        "[128]", 256, "fashion-mnist")
-    else:
-        data, hidden, batch, dataset = 'dataset = "digits"', "[512, 512]", 8, "digits"
-    (folder / "lab.toml").write_text(f"""[run]
-runs_dir = "{folder / 'runs'}"
-device = "cpu"
-[data]
-{data}
-[model]
-hidden_sizes = {hidden}
-[train]
-epochs = {epochs}
-patience = 0
-batch_size = {batch}
-""")
-    return dataset
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+    fashion = (Path(source) / "FashionMNIST" / "raw").is_dir()
+    data = {"dataset": "fashion-mnist", "source": source, "fallback": "none"} if fashion else {"dataset": "digits"}
+    sections = {"run": {"runs_dir": str(folder / "runs"), "device": "cpu"}, "data": data,
+                "model": {"hidden_sizes": [128] if fashion else [512, 512]},
+                "train": {"epochs": epochs, "patience": 0, "batch_size": 256 if fashion else 8}}
+    lines = []
+    for name, keys in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in keys.items()]
+    (folder / "lab.toml").write_text("\n".join(lines) + "\n")
+    return data["dataset"]
 
 
 class Tail(threading.Thread):

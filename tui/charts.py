@@ -29,8 +29,15 @@ def _integer_ticks(lo: int, hi: int, most: int = 6) -> list[int]:
     return list(range(lo, hi + 1, step))
 
 
-class _Chart(PlotextPlot):
-    """Shared helpers: the colour key in the border title, and the NO_COLOR switch."""
+class Chart(PlotextPlot):
+    """A plotext chart that replots on resize (and when a subclass's data changes), with the
+    colour key in the border title and the NO_COLOR switch."""
+
+    def replot(self) -> None:
+        raise NotImplementedError
+
+    def on_resize(self) -> None:
+        self.replot()
 
     @property
     def no_color(self) -> bool:
@@ -44,7 +51,7 @@ class _Chart(PlotextPlot):
         return " ".join(parts)
 
 
-class MetricsChart(_Chart):
+class MetricsChart(Chart):
     """Train and validation accuracy (or loss) per epoch, with hot swaps marked."""
 
     data: reactive[MetricsData] = reactive(lambda: MetricsData("acc"))
@@ -55,9 +62,6 @@ class MetricsChart(_Chart):
         self.set_reactive(MetricsChart.data, MetricsData(metric))
 
     def watch_data(self) -> None:
-        self.replot()
-
-    def on_resize(self) -> None:
         self.replot()
 
     def replot(self) -> None:
@@ -113,16 +117,13 @@ class MetricsChart(_Chart):
         self.refresh()
 
 
-class CurveChart(_Chart):
+class CurveChart(Chart):
     """The current activation's f(x) and f'(x) on [-5, 5]."""
 
     curve: reactive[Curve | None] = reactive(None)
     placeholder: reactive[str] = reactive("loading PyTorch…")
 
     def watch_curve(self) -> None:
-        self.replot()
-
-    def on_resize(self) -> None:
         self.replot()
 
     def replot(self) -> None:

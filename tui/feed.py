@@ -401,9 +401,39 @@ class LiveFeed(Feed):
                     self._control = self._current = None
 
 
-# --- watch --------------------------------------------------------------------------------------
+# --- read-only feeds -------------------------------------------------------------------------------
 
-class WatchFeed(Feed):
+class ReadOnlyLoop(Feed):
+    """A read-only feed that runs until closed: `follow(sink, cancelled)` does the work in the
+    worker thread; `close()` sets `stopping`, which `follow` waits on between polls."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.finished = threading.Event()
+        self.started = False
+
+    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+        raise NotImplementedError
+
+    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self.started = True
+        try:
+            self.follow(sink, cancelled)
+        finally:
+            self.finished.set()
+
+    def running(self, cancelled: Callable[[], bool]) -> bool:
+        """Neither closed nor cancelled."""
+        return not self.stopping.is_set() and not cancelled()
+
+    def close(self) -> None:
+        self.stopping.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return not self.started or self.finished.wait(timeout)
+
+
+class WatchFeed(ReadOnlyLoop):
     """Follows a run folder's events.jsonl; read-only.
 
     Everything already in the file arrives at once (the whole history), then new lines as
@@ -416,16 +446,13 @@ class WatchFeed(Feed):
 
     def __init__(self, run_dir: str | Path, *, interval: float = 0.25, engine: Any = None,
                  curves: bool = True) -> None:
+        super().__init__()
         self.run_dir = Path(run_dir)
         self.description = f"watching {self.run_dir} (read-only)"
         self.interval = interval
         self.engine = engine if engine is not None else (TorchEngine() if curves else None)
-        self._stop = threading.Event()
-        self._started = False
-        self._done = threading.Event()
 
-    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
-        self._started = True
+    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
         try:
             follower = EventFollower(self.run_dir)
             sink(FeedStatus("watching", f"watching {self.run_dir}"))
@@ -438,28 +465,20 @@ class WatchFeed(Feed):
                     sink(event)
 
             forward(follower.poll())
-            if self.engine is not None and not self._stop.is_set():
+            if self.engine is not None and not self.stopping.is_set():
                 try:
                     sink(self.engine.catalog(extra=sorted(activations)))
                 except Exception:  # curves are a nicety here; the log is what matters
                     pass
             checked = 0.0
-            while not self._stop.is_set() and not cancelled():
+            while self.running(cancelled):
                 forward(follower.poll())
                 if time.monotonic() - checked >= self.WRITER_CHECK:
                     checked = time.monotonic()
                     sink(writer_status(self.run_dir))
-                self._stop.wait(self.interval)
+                self.stopping.wait(self.interval)
         except Exception as exc:
             sink(FeedError(f"cannot follow {self.run_dir}: {one_line(exc)}"))
-        finally:
-            self._done.set()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return not self._started or self._done.wait(timeout)
 
 
 def writer_status(run_dir: Path) -> WriterStatus:

@@ -8,13 +8,12 @@ table reaches the app as a `PastRun` item in the same buffer as the live events.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
 from actlab.engine.events import EVENTS_FILE
 
-from .feed import Feed, Sink, TorchEngine
+from .feed import ReadOnlyLoop, Sink, TorchEngine
 from .feed_items import FeedStatus, PastRun
 
 #: the newest this many run folders of a runs folder are loaded
@@ -88,36 +87,24 @@ def load_past_runs(folders: Iterable[Path], sink: Callable[[object], None], *,
     return count
 
 
-class OpenFeed(Feed):
+class OpenFeed(ReadOnlyLoop):
     """`actlab open DIR|STUDY`: past runs only, read-only; nothing trains."""
 
     def __init__(self, path: str | Path, *, curves: bool = True) -> None:
+        super().__init__()
         self.path = Path(path)
         self.description = f"{self.path} is open read-only"
         self.engine = TorchEngine() if curves else None
-        self._stop = threading.Event()
-        self._started = False
-        self._done = threading.Event()
 
-    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
-        self._started = True
-        try:
-            folders = open_targets(self.path)
-            sink(FeedStatus("loading", f"reading {len(folders)} run folders…"))
-            count = load_past_runs(folders, sink, cancelled=lambda: self._stop.is_set() or cancelled())
-            sink(FeedStatus("open", f"{count} runs from {self.path} (read-only) · b selects · enter shows a run"))
-            if self.engine is not None and not self._stop.is_set():
-                try:
-                    sink(self.engine.catalog())
-                except Exception:  # curves are a nicety here
-                    pass
-            while not self._stop.is_set() and not cancelled():
-                self._stop.wait(0.25)
-        finally:
-            self._done.set()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return not self._started or self._done.wait(timeout)
+    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+        folders = open_targets(self.path)
+        sink(FeedStatus("loading", f"reading {len(folders)} run folders…"))
+        count = load_past_runs(folders, sink, cancelled=lambda: not self.running(cancelled))
+        sink(FeedStatus("open", f"{count} runs from {self.path} (read-only) · b selects · enter shows a run"))
+        if self.engine is not None and self.running(cancelled):
+            try:
+                sink(self.engine.catalog())
+            except Exception:  # curves are a nicety here
+                pass
+        while self.running(cancelled):
+            self.stopping.wait(0.25)

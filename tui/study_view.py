@@ -12,7 +12,6 @@ changed; tests feed the app snapshots of their own.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,12 +25,12 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
-from textual_plotext import PlotextPlot
 
 from actlab.engine.events import EpochDone, EventFollower, RunFailed, RunFinished, RunStarted
 
+from .charts import Chart
 from .colours import hex_colour, overlay_colour, overlay_rgb
-from .feed import EventBuffer, Sink
+from .feed import EventBuffer, ReadOnlyLoop, Sink
 
 #: how often the study folder is read (the manifest and every running trial's log)
 POLL_INTERVAL = 0.5
@@ -79,7 +78,7 @@ class StudySnapshot:
 
 # --- reading a study folder ------------------------------------------------------------------
 
-class _TrialLog:
+class TrialLog:
     """One trial's events.jsonl, followed as it grows."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -107,18 +106,15 @@ class _TrialLog:
         return changed
 
 
-class StudyFeed:
+class StudyFeed(ReadOnlyLoop):
     """Follows a study folder; read-only (the study itself runs elsewhere, or in `work`)."""
 
-    live = False
-
     def __init__(self, study_dir: str | Path, *, interval: float = POLL_INTERVAL) -> None:
+        super().__init__()
         self.study_dir = Path(study_dir)
+        self.description = f"following the study {self.study_dir}"
         self.interval = interval
-        self._logs: dict[str, _TrialLog] = {}
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._started = False
+        self.logs: dict[str, TrialLog] = {}
 
     def snapshot(self) -> StudySnapshot | None:
         """Read the manifest and every trial's new events; None while there is no manifest."""
@@ -130,10 +126,10 @@ class StudyFeed:
             return None
         trials = []
         for record in sorted(manifest.trials, key=lambda r: r.index):
-            log = self._logs.get(record.trial_id)
+            log = self.logs.get(record.trial_id)
             run_dir = self.study_dir / record.run_dir
             if log is None and (run_dir / "events.jsonl").exists():
-                log = self._logs[record.trial_id] = _TrialLog(run_dir)
+                log = self.logs[record.trial_id] = TrialLog(run_dir)
             if log is not None:
                 log.poll()
             val = tuple(log.val[e] for e in sorted(log.val)) if log else ()
@@ -148,24 +144,14 @@ class StudyFeed:
                                     else (log.test if log else None)))
         return StudySnapshot(manifest.study_id, tuple(trials))
 
-    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
-        self._started = True
+    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
         last = None
-        try:
-            while not self._stop.is_set() and not cancelled():
-                snap = self.snapshot()
-                if snap is not None and snap != last:
-                    sink(snap)
-                    last = snap
-                self._stop.wait(self.interval)
-        finally:
-            self._done.set()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return not self._started or self._done.wait(timeout)
+        while self.running(cancelled):
+            snap = self.snapshot()
+            if snap is not None and snap != last:
+                sink(snap)
+                last = snap
+            self.stopping.wait(self.interval)
 
 
 # --- the widgets ----------------------------------------------------------------------------------
@@ -215,15 +201,12 @@ class TrialGrid(Widget):
         return table
 
 
-class BandChart(PlotextPlot):
+class BandChart(Chart):
     """Mean validation accuracy per epoch of each group, with its 95% confidence band."""
 
     data: reactive[StudySnapshot | None] = reactive(None)
 
     def watch_data(self) -> None:
-        self.replot()
-
-    def on_resize(self) -> None:
         self.replot()
 
     def replot(self) -> None:
