@@ -244,6 +244,9 @@ def _execute(args: argparse.Namespace, study_dir: Path, manifest, trials, init_o
         book_display.begin(len(todo))
         try:
             executor.run(tasks, book)
+        except RuntimeError as exc:  # e.g. the workers cannot start here: one line, the study stays resumable
+            print(f"actlab: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         finally:
             for signum, old in previous.items():
                 signal.signal(signum, old)

@@ -26,6 +26,12 @@ from .base import StudyListener, TrialOutcome, TrialProgress, TrialTask
 
 #: a trial whose worker died this many times is recorded as failed (not retried forever)
 MAX_WORKER_DEATHS = 2
+#: workers that died before they could take a trial, with none ever ready: the study cannot run here
+MAX_START_FAILURES = 2
+
+
+class WorkerStartError(RuntimeError):
+    """The worker processes die before they can take a trial (a broken install, no memory)."""
 #: seconds the driver waits for workers to checkpoint and exit after a stop
 STOP_GRACE = 60.0
 
@@ -102,6 +108,8 @@ def worker_main(name: str, tasks: Connection, reports: Connection, threads: int,
         except (OSError, ValueError):  # the driver is gone; the trial still checkpoints
             stop_current()
 
+    send(("ready", name))
+
     while True:
         task = inbox.get()
         if task is None:
@@ -150,6 +158,7 @@ class _Worker:
     reports: Connection
     task: TrialTask | None = None
     gone: bool = False
+    ready: bool = False
 
 
 @dataclass
@@ -199,6 +208,7 @@ class LocalExecutor:
         for _ in range(n_workers):
             start()
         stop_sent = False
+        start_failures = 0
         try:
             while True:
                 if self._stop and not stop_sent:
@@ -225,6 +235,14 @@ class LocalExecutor:
                     if w.process.sentinel in ready or not w.process.is_alive():
                         self._drain(w, listener)
                         w.gone = True
+                        if not w.ready and not any(x.ready for x in pool):
+                            start_failures += 1
+                            if start_failures >= MAX_START_FAILURES:
+                                if w.task is not None:
+                                    pending.appendleft(w.task)
+                                    w.task = None
+                                raise WorkerStartError(f"study workers exit before taking a trial (exit code "
+                                                       f"{w.process.exitcode}); the lines above say why")
                         if w.task is not None:  # killed mid-trial: resume it on a fresh worker
                             task, w.task = w.task, None
                             deaths[task.trial_id] = deaths.get(task.trial_id, 0) + 1
@@ -252,7 +270,9 @@ class LocalExecutor:
                 kind, payload = w.reports.recv()
             except (EOFError, OSError):
                 return
-            if kind == "started" and w.task is not None:
+            if kind == "ready":
+                w.ready = True
+            elif kind == "started" and w.task is not None:
                 listener.trial_started(w.task, w.name)
             elif kind == "progress":
                 listener.trial_progress(payload)
