@@ -30,7 +30,7 @@ from torch import nn
 
 from . import runs
 from .checkpoints import load_weights, model_config_of, read_checkpoint, remove_stale_temps, save_checkpoint
-from .config import LabConfig, check_names
+from .config import LabConfig, apply_recipe, check_memory, check_names
 from .data import DataSplits, load_config_data
 from .device import describe_device, resolve_device
 from .errors import CheckpointError, DataError, StorageError, UserError
@@ -194,11 +194,12 @@ class TrainingRun:
         if resumed:
             self.run_dir = self._resume_dir
             self.run_id = self.run_dir.name
+            self._lock = runs.lock_run_dir(self.run_dir)  # one trainer per folder; a second gets one line
             last = runs.checkpoint_path(self.run_dir)
             remove_stale_temps(last.parent)  # left by a writer killed mid-write
             # no last.pt yet (killed before the first epoch ended): the run starts over in its folder
             if last.exists() or last.is_symlink():
-                checkpoint = read_checkpoint(last, map_location="cpu")
+                checkpoint = read_checkpoint(last, map_location="cpu", run_config=self.config)
         if self._data is None:
             self._data = load_config_data(self.config, self.device)
         self.data = self._data
@@ -206,9 +207,12 @@ class TrainingRun:
             self.data = dataclasses.replace(
                 self.data, **{k: getattr(self.data, k).to(self.device) for k in
                               ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")})
+        if not resumed:  # the dataset really used, and its recipe for the keys the user left unset
+            self.config = apply_recipe(self.config.replace(**{"data.dataset": self.data.name}), self.data.name)
+        check_memory(self.config, self.device, self.data.input_size, self.data.num_classes)  # before allocating
         if not resumed:
-            self.config = self.config.replace(**{"data.dataset": self.data.name})
             self.run_id, self.run_dir = runs.create_run_dir(self.config)
+            self._lock = runs.lock_run_dir(self.run_dir)
             runs.write_config(self.run_dir, self.config)
 
         m = self.config.model
@@ -592,9 +596,11 @@ class TrainingRun:
         return result
 
     def close(self) -> None:
-        """Close the event log (the run folder stays)."""
+        """Close the event log and release the run folder's lock (the run folder stays)."""
         if self._log is not None:
             self._log.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
 
 
 def _check_fits_data(model_config: MLPConfig, data: DataSplits, path: Path) -> None:
