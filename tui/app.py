@@ -253,9 +253,10 @@ class LabApp(App[int]):
         board = self.board
         run_id = board.cursor if board.has_focus and board.cursor else (self.session.current_id or "")
         line = board.row_line(run_id)
-        if line is not None:
-            self.board_box.scroll_to_region(Region(0, line, max(1, board.size.width), 1), animate=False,
-                                            immediate=True)
+        box = self.board_box
+        if line is None or box.scroll_y <= line < box.scroll_y + box.scrollable_content_region.height:
+            return  # already on screen: no scroll, no repaint
+        box.scroll_to_region(Region(0, line, max(1, board.size.width), 1), animate=False, immediate=True)
 
     def _notify_pending(self) -> None:
         notices, self.session.notices = self.session.notices, []
