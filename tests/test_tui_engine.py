@@ -56,3 +56,27 @@ def test_real_engine_trains_hot_swaps_pauses_switches_and_quits(tmp_path):
     assert (runs[1] / "checkpoints" / "last.pt").exists()
     seeds = {json.loads((r / "config.json").read_text())["run"]["seed"] for r in runs}
     assert seeds == {42}
+
+
+@pytest.mark.slow
+def test_real_engine_extends_a_finished_run_in_the_app(tmp_path):
+    from actlab.engine import lab
+    from actlab.tui.feed import ResumeRequest
+
+    config = LabConfig().replace(**{"data.dataset": "digits", "model.hidden_sizes": [16], "train.epochs": 2,
+                                    "train.patience": 0, "run.device": "cpu", "run.runs_dir": str(tmp_path)})
+    first = lab.open_run(config).run()
+    assert first.status == "finished"
+    feed = LiveFeed(config, resume=ResumeRequest(str(first.run_dir), 4))
+    app = LabApp(feed, config=config.replace(**{"train.epochs": 4}))
+
+    async def script(pilot):
+        await until(pilot, lambda: app.session.current is not None and app.session.current.state == "finished",
+                    timeout=120)
+        run = app.session.current
+        assert run.run_id == first.run_id and run.epochs_run == 4
+        assert [e.epoch for e in run.epochs] == [1, 2, 3, 4]  # the past epochs read back, two trained on
+        assert app.header.data.epoch == 4 and app.header.data.max_epochs == 4
+
+    drive(app, script)
+    assert [e.epoch for e in read_events(first.run_dir) if type(e).__name__ == "EpochDone"] == [1, 2, 3, 4]
