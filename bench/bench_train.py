@@ -136,35 +136,6 @@ def tutorial_epoch(train_set, device: torch.device):
     return epoch
 
 
-# --- (4) the GEMM bound --------------------------------------------------------------------
-
-def gemm_epoch(steps: int, device: torch.device):
-    """The 14 matrix multiplies of each of `steps` training steps, nothing else."""
-    gen = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen).to(device)
-
-    n = len(SIZES) - 1
-    weights = [rand(SIZES[i + 1], SIZES[i]) for i in range(n)]  # (out, in), as nn.Linear
-    inputs = [rand(BATCH, SIZES[i]) for i in range(n)]  # each layer's input
-    grads = [rand(BATCH, SIZES[i + 1]) for i in range(n)]  # gradient at each layer's output
-    outs = [torch.empty(BATCH, SIZES[i + 1], device=device) for i in range(n)]
-    dws = [torch.empty(SIZES[i + 1], SIZES[i], device=device) for i in range(n)]
-    dxs = [torch.empty(BATCH, SIZES[i], device=device) for i in range(n)]
-
-    def epoch() -> None:
-        for _ in range(steps):
-            for i in range(n):  # forward: x @ W^T
-                torch.mm(inputs[i], weights[i].t(), out=outs[i])
-            for i in reversed(range(n)):  # backward: dW = g^T @ x, dX = g @ W
-                torch.mm(grads[i].t(), inputs[i], out=dws[i])
-                if i > 0:
-                    torch.mm(grads[i], weights[i], out=dxs[i])
-
-    return epoch
-
-
 # --- main ----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         variants["engine+probes"] = engine_probes
     else:
         log("  actlab.engine.probes is not importable: (3) engine+probes unavailable")
-    variants["gemm"] = gemm_epoch(steps, device)
+    variants["gemm"] = bm.gemm_epoch(steps, device, BATCH, SIZES)
     assert engine.steps == steps
 
     try:

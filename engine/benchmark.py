@@ -25,6 +25,7 @@ What is measured:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -284,8 +285,9 @@ def time_activations(names: Sequence[str] | None = None, *, device: torch.device
         row["reps"][form] = reps[key]
     for row in by_row.values():
         mine = row["samples_us"]["actlab"]
-        row["ratio"] = {form: paired_ratio(mine, row["samples_us"][form])["median"]
-                        for form in row["samples_us"] if form != "actlab"}
+        paired = {form: paired_ratio(mine, row["samples_us"][form]) for form in row["samples_us"] if form != "actlab"}
+        row["ratio"] = {form: r["median"] for form, r in paired.items()}
+        row["ratio_quartiles"] = {form: [r["q1"], r["q3"]] for form, r in paired.items()}
         table.rows.append(row)
     return table
 
@@ -426,6 +428,185 @@ def time_activation_epochs(names: Sequence[str] | None = None, *, device: torch.
                      "samples": samples[name]}
     return {"batches": steps, "data": data.note or data.name, "probes": probes, "clock": clock,
             "rounds": rounds, "activations": out}
+
+
+# --- reference loops: the bare in-memory loop and the GEMM bound --------------------------
+
+#: the default recipe's layer widths (MLP 784-512-256-256-128-10)
+DEFAULT_SIZES = (784, 512, 256, 256, 128, 10)
+
+
+def bare_network(sizes: Sequence[int] = DEFAULT_SIZES) -> torch.nn.Module:
+    """Linear + ReLU per hidden layer, as a tutorial writes it (no actlab code)."""
+    layers: list[torch.nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+class BareLoop:
+    """The bare in-memory loop: the least code that trains and validates the default recipe.
+
+    Whole splits as tensors, a permutation per epoch, batches gathered by `index_select` into
+    two reused buffers, forward / cross-entropy / backward / SGD step (momentum 0.9, the fused
+    kernel where there is one), then one validation pass; losses and accuracies read back once
+    per epoch. No events, no checkpoints, no probes. With `graphs` (CUDA only) the step is
+    replayed from a CUDA graph (engine/step_graph.py). `train_seconds` and `validate_seconds`
+    hold each call's two parts (on the given clock).
+    """
+
+    def __init__(self, data: Any, *, batch_size: int = 256, lr: float = 0.01, seed: int = 0,
+                 sizes: Sequence[int] = DEFAULT_SIZES, clock: str = "wall", graphs: bool = False) -> None:
+        from .step_graph import CapturedStep
+
+        torch.manual_seed(seed)
+        self.data = data
+        self.device = data.train_x.device
+        self.model = bare_network(sizes).to(self.device)
+        try:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9)
+        self.batch_size = bs = min(batch_size, data.train_x.shape[0])
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.now = clock_function(clock)
+        self.x = data.train_x.new_empty((bs, data.train_x.shape[1]))
+        self.y = data.train_y.new_empty((bs,))
+        self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        self.step = CapturedStep(self._step, self.device) if graphs else self._step
+        self.train_seconds: list[float] = []
+        self.validate_seconds: list[float] = []
+        self.last: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)
+
+    def _step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(self.x)
+        loss = F.cross_entropy(logits, self.y)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum.add_(loss.detach(), alpha=self.batch_size)
+        self.correct.add_((logits.detach().argmax(1) == self.y).sum())
+
+    def __call__(self) -> None:
+        d, model, bs = self.data, self.model, self.batch_size
+        start = self.now()
+        n = d.train_x.shape[0]
+        perm = torch.randperm(n, generator=self.shuffle).to(self.device)
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        model.train()
+        for b in range(n // bs):
+            idx = perm[b * bs:(b + 1) * bs]
+            torch.index_select(d.train_x, 0, idx, out=self.x)
+            torch.index_select(d.train_y, 0, idx, out=self.y)
+            self.step()
+        synchronize(self.device)
+        middle = self.now()
+        model.eval()
+        val = torch.zeros(2, device=self.device, dtype=torch.float64)
+        with torch.inference_mode():
+            for s in range(0, d.val_x.shape[0], 4096):
+                logits = model(d.val_x[s:s + 4096])
+                val[0] += F.cross_entropy(logits, d.val_y[s:s + 4096], reduction="sum").double()
+                val[1] += (logits.argmax(1) == d.val_y[s:s + 4096]).sum()
+        self.last = tuple(torch.cat([self.loss_sum.reshape(1), self.correct.double().reshape(1), val]).tolist())
+        end = self.now()
+        self.train_seconds.append(middle - start)
+        self.validate_seconds.append(end - middle)
+
+
+def gemm_epoch(steps: int, device: torch.device | str = "cpu", batch_size: int = 256,
+               sizes: Sequence[int] = DEFAULT_SIZES) -> Callable[[], None]:
+    """The lower bound of an epoch: the matrix multiplies of `steps` training steps, nothing else.
+
+    Forward x @ W^T for each Linear layer; backward dW = g^T @ x for all and dX = g @ W for all
+    but the first (torch.mm into preallocated outputs, the layouts autograd uses): 14 GEMMs per
+    step for the default MLP.
+    """
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device)
+
+    n = len(sizes) - 1
+    weights = [rand(sizes[i + 1], sizes[i]) for i in range(n)]  # (out, in), as nn.Linear
+    inputs = [rand(batch_size, sizes[i]) for i in range(n)]  # each layer's input
+    grads = [rand(batch_size, sizes[i + 1]) for i in range(n)]  # gradient at each layer's output
+    outs = [torch.empty(batch_size, sizes[i + 1], device=device) for i in range(n)]
+    dws = [torch.empty(sizes[i + 1], sizes[i], device=device) for i in range(n)]
+    dxs = [torch.empty(batch_size, sizes[i], device=device) for i in range(n)]
+
+    def epoch() -> None:
+        for _ in range(steps):
+            for i in range(n):  # forward: x @ W^T
+                torch.mm(inputs[i], weights[i].t(), out=outs[i])
+            for i in reversed(range(n)):  # backward: dW = g^T @ x, dX = g @ W
+                torch.mm(grads[i].t(), inputs[i], out=dws[i])
+                if i > 0:
+                    torch.mm(grads[i], weights[i], out=dxs[i])
+
+    return epoch
+
+
+def spread_warning(label: str, ratio: Mapping[str, float], tolerance: float = 0.05) -> str:
+    """A warning line when a paired ratio's samples scatter too much to read it ('' if not).
+
+    Inconclusive: the quartiles of the per-round ratios lie more than `tolerance` (relative
+    to the median) apart; the line also says when they straddle 1.0 (then not even which of
+    the two is faster is known).
+    """
+    q1, q3, median = ratio["q1"], ratio["q3"], ratio["median"]
+    width = (q3 - q1) / median if median > 0 else math.inf
+    if width <= tolerance:
+        return ""
+    straddles = ", straddling 1.0" if q1 < 1.0 < q3 else ""
+    return (f"WARNING: {label} = {median:.3f} is inconclusive: its quartiles [{q1:.3f} .. {q3:.3f}] lie "
+            f"{width:.0%} apart{straddles}; rerun with more rounds, --threads 1 --clock cpu, or on a quieter machine")
+
+
+def real_epoch_data(batches: int, device: torch.device | str = "cpu") -> Any:
+    """`batches` x 256 training rows of FashionMNIST when `ACTLAB_DATA` or the data cache has it
+    (never downloading), else random data of its shape; the `note` says which."""
+    from .data import load_dataset
+    from .errors import DataError
+
+    try:
+        loaded = load_dataset("fashion-mnist", device="cpu", download=False, fallback="none")
+    except DataError as exc:
+        data = fashion_shaped_data(batches * 256, device=device)
+        reason = str(exc).split(":", 1)[-1].strip()
+        return dataclasses.replace(data, note=f"random data of FashionMNIST's shape (FashionMNIST: {reason[:120]})")
+    return fashion_shaped_data(batches * 256, device=device, source=loaded)
+
+
+def bench_warnings(result: Mapping[str, Any], tolerance: float = 0.05, table_tolerance: float = 0.10) -> list[str]:
+    """WARNING lines for the ratios of `run_activation_bench`'s result that are inconclusive:
+    each epoch ratio to ReLU, and one line listing the table's too-scattered actlab/builtin cells."""
+    lines = []
+    epochs = result.get("epochs")
+    if epochs:
+        for name, entry in epochs["activations"].items():
+            if name != "relu":
+                line = spread_warning(f"epoch {name}/relu", entry["ratio_to_relu"], tolerance)
+                if line:
+                    lines.append(line)
+    table = result["table"]
+    rows = table.rows if hasattr(table, "rows") else table["rows"]
+    scattered = []
+    for row in rows:
+        for form, (q1, q3) in row.get("ratio_quartiles", {}).items():
+            median = row["ratio"][form]
+            if median > 0 and (q3 - q1) / median > table_tolerance:
+                scattered.append(f"{row['activation']} {row['shape'][0]}x{row['shape'][1]} vs {form}")
+    if scattered:
+        shown = ", ".join(scattered[:8]) + (f" and {len(scattered) - 8} more" if len(scattered) > 8 else "")
+        lines.append(f"WARNING: {len(scattered)} table ratios are inconclusive (quartiles over "
+                     f"{table_tolerance:.0%} apart): {shown}; rerun with more --rounds or --threads 1 --clock cpu")
+    return lines
 
 
 # --- the report of `actlab bench` ----------------------------------------------------------

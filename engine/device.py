@@ -31,3 +31,27 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def host_copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors on the CPU, detached, copied from an accelerator in one transfer per dtype.
+
+    Each `.cpu()` of a device tensor is a host sync (a checkpoint of this MLP and its optimizer
+    would be a dozen): the tensors of one dtype are packed into one device buffer, copied once
+    and cut back into independent CPU tensors. CPU tensors are returned detached, not copied.
+    """
+    out: dict[str, torch.Tensor] = {}
+    groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+    for key, tensor in tensors.items():
+        if tensor.device.type == "cpu":
+            out[key] = tensor.detach()
+        else:
+            groups.setdefault((tensor.dtype, tensor.device), []).append(key)
+    for keys in groups.values():
+        flat = torch.cat([tensors[k].detach().reshape(-1) for k in keys]).cpu()
+        offset = 0
+        for k in keys:
+            n = tensors[k].numel()
+            out[k] = flat[offset:offset + n].view(tensors[k].shape).clone()
+            offset += n
+    return {key: out[key] for key in tensors}

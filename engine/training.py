@@ -3,8 +3,14 @@
 Design points:
 - Whole splits live on the device as tensors; a batch is an `index_select` of a seeded
   permutation, so there is no per-sample Python work in the loop.
-- Losses and correct counts accumulate on the device and are read back once per epoch
-  (plus a cheap finiteness check every few dozen batches), never with `.item()` per batch.
+- Losses and correct counts accumulate on the device in persistent tensors. A non-finite
+  loss makes the running sum non-finite for good (the device-side flag); it is looked at
+  every few dozen batches without waiting for the device (`NonFiniteWatch`). The epoch's
+  train and validation sums and the weights' finiteness come back in one packed read.
+- On CUDA the step (forward, backward, optimizer, sums) can be replayed as a CUDA graph
+  (`train.cuda_graphs`, see step_graph.py).
+- Checkpoints are written once per epoch from a host copy taken in one transfer; best.pt is
+  a hard link to (or a copy of) the same bytes as last.pt.
 - Commands (pause, resume, stop, save, hot swap) arrive through a thread-safe queue and are
   applied between batches, so a stop takes at most one batch.
 - Every state the next batch depends on (weights, optimizer, RNGs, the shuffle generator's
@@ -19,6 +25,7 @@ import math
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +39,20 @@ from . import runs
 from .checkpoints import load_weights, model_config_of, read_checkpoint, remove_stale_temps, save_checkpoint
 from .config import LabConfig, apply_recipe, check_memory, check_names
 from .data import DataSplits, load_config_data
-from .device import describe_device, resolve_device
-from .errors import CheckpointError, DataError, StorageError, UserError
+from .device import describe_device, host_copy, resolve_device
+from .errors import CheckpointError, ConfigError, DataError, StorageError, UserError
 from .events import (ActivationSwapped, BatchProgress, CheckpointSaved, Consumer, EpochDone, Event, EventBus,
                      EventLog, LayerStats, RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
 from .control import Command, RunControl
 from .model import MLP, MLPConfig, count_parameters
 from .probes.base import NoProbes, Probes
+from .step_graph import CapturedStep, graphs_supported
 from .summary import SummaryWriter
 
-#: check the running loss for NaN/inf every this many batches (one device sync each)
+#: look at the running loss for NaN/inf every this many batches (never waiting for the device)
 FINITE_CHECK_EVERY = 32
+#: the phases of an epoch, as timed in `TrainingRun.phase_seconds`
+PHASES = ("train", "validate", "probes", "events", "checkpoints")
 #: at most this many EpochDone events kept in memory (long runs stay flat)
 HISTORY_LIMIT = 1000
 
@@ -89,21 +99,57 @@ class _Progress:
     seen: int = 0
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a whole split, one read-back at the end."""
+def evaluate_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """(summed cross-entropy, correct count) over a whole split, as one float64 device tensor
+    of 2 (nothing read back: the caller reads it with whatever else it needs)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    sums = torch.zeros(2, device=x.device, dtype=torch.float64)
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             logits = model(xb)
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(1) == yb).sum()
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == yb).sum()
     model.train(was_training)
+    return sums
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a whole split, one read-back at the end."""
+    loss_sum, correct = evaluate_sums(model, x, y, batch_size).tolist()
     n = max(1, x.shape[0])
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum / n, correct / n
+
+
+class NonFiniteWatch:
+    """Notices a non-finite running loss sum without stalling the device.
+
+    A NaN or inf loss makes the float64 running sum non-finite for the rest of the epoch, so the
+    sum is the device-side flag. On the CPU it is simply read. On an accelerator, `check` starts
+    a non-blocking copy into pinned host memory and looks at the previous copy only once the
+    device reports it done, so a divergence is seen a check or two late but no step waits.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._async = device.type == "cuda"
+        self._host = torch.zeros((), dtype=torch.float64, pin_memory=True) if self._async else None
+        self._event: torch.cuda.Event | None = None
+
+    def diverged(self, running_sum: torch.Tensor) -> bool:
+        """Whether a finished copy showed a non-finite sum (then starts the next copy)."""
+        if not self._async:
+            return not math.isfinite(running_sum.item())
+        seen = False
+        if self._event is not None and self._event.query():  # query never waits
+            seen = not math.isfinite(float(self._host))
+            self._event = None
+        if self._event is None:
+            self._host.copy_(running_sum.detach(), non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        return seen
 
 
 def make_optimizer(config: LabConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -182,6 +228,17 @@ class TrainingRun:
         self._partial: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_metrics: dict[str, float] = {}  # the newest finished epoch's metrics, kept in checkpoints
         self._last_saved = ""  # "epoch N" of the newest checkpoint on disk, for error messages
+        #: seconds spent in each of PHASES, summed over the epochs run (read by bench/bench_run.py)
+        self.phase_seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        #: the clock of `phase_seconds` (a benchmark may set time.process_time)
+        self.phase_clock: Callable[[], float] = time.perf_counter
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None  # static batch buffers (x, y)
+        self._sums: tuple[torch.Tensor, torch.Tensor] | None = None  # static (loss sum, correct count)
+        self._graphs = "off"  # "off", or "auto"/"on" on a device that can capture
+        self._step_graph: CapturedStep | None = None
+        self._graph_note = ""  # why the step is not captured, said once
+        #: CUDA graphs captured so far (one at the start, one more after each hot swap)
+        self.graph_captures = 0
 
     # -- setup -----------------------------------------------------------------------
 
@@ -189,6 +246,11 @@ class TrainingRun:
         """Build or restore everything the first step needs (model, optimizer, data, run folder, log)."""
         check_names(self.config)
         self.device = resolve_device(self.config.run.device)
+        graphs = getattr(self.config.train, "cuda_graphs", "off")
+        if graphs == "on" and not graphs_supported(self.device):
+            raise ConfigError(f"train.cuda_graphs = 'on' needs a CUDA device; this run trains on {self.device.type} "
+                              f"(use 'auto' or 'off')")
+        self._graphs = graphs if graphs_supported(self.device) else "off"
         resumed = self._resume_dir is not None
         checkpoint = None
         if resumed:
@@ -283,15 +345,35 @@ class TrainingRun:
 
     # -- checkpoints -----------------------------------------------------------------
 
+    def _host_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model state, optimizer state) on the CPU, taken in one transfer per dtype; mid-epoch
+        the running sums come along in the same transfers (into `progress`)."""
+        model_state, optimizer_state = self.model.state_dict(), self.optimizer.state_dict()
+        leaves: dict[Any, torch.Tensor] = {("model", key): value for key, value in model_state.items()}
+        for pid, state in optimizer_state["state"].items():
+            leaves.update({("optimizer", pid, key): value for key, value in state.items()
+                           if isinstance(value, torch.Tensor)})
+        partial = self.progress.batch > 0 and self._partial is not None
+        if partial:  # mid-epoch: bring the partial sums over
+            leaves[("sums", "loss")], leaves[("sums", "correct")] = self._partial
+        host = host_copy(leaves)
+        for key in model_state:
+            model_state[key] = host[("model", key)]
+        optimizer_state["state"] = {pid: {key: host.get(("optimizer", pid, key), value) for key, value in state.items()}
+                                    for pid, state in optimizer_state["state"].items()}
+        if partial:
+            self.progress.loss_sum = float(host[("sums", "loss")])
+            self.progress.correct = int(host[("sums", "correct")])
+        return model_state, optimizer_state
+
     def _checkpoint_payload(self) -> dict[str, Any]:
+        model_state, optimizer_state = self._host_state()
         p = self.progress
-        if p.batch > 0 and self._partial is not None:  # mid-epoch: bring the partial sums over
-            p.loss_sum, p.correct = float(self._partial[0].item()), int(self._partial[1].item())
         return {
             "run_id": self.run_id,
             "model_config": self.model.config.to_dict(),
-            "model_state": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model_state": model_state,
+            "optimizer": optimizer_state,
             "lab_config": self.config.to_dict(),
             "epoch": p.epoch,
             "step": p.step,
@@ -305,31 +387,36 @@ class TrainingRun:
             "metrics": dict(self._last_metrics),
         }
 
-    def _save(self, which: str, reason: str) -> None:
+    def _save(self, which: str, reason: str, best_too: bool = False) -> None:
         """Write a checkpoint atomically; never one with NaN/inf weights (raises _Diverged).
 
-        A failed write (full disk, unwritable folder) raises StorageError; the file that was
-        on disk before stays as it was.
+        `best_too`: the same bytes also become best.pt (a hard link, renamed into place
+        before last.pt: a kill between the two replays this epoch on resume).
+        A failed write (full disk, unwritable folder) raises StorageError; the files that were
+        on disk before stay as they were.
         """
         payload = self._checkpoint_payload()
-        if not (self._weights_finite() and math.isfinite(self.progress.loss_sum)):
+        if not (_all_finite(payload["model_state"]) and math.isfinite(self.progress.loss_sum)):
             raise _Diverged()
         path = runs.checkpoint_path(self.run_dir, which)
+        also = (runs.checkpoint_path(self.run_dir, runs.BEST),) if best_too else ()
         try:
-            save_checkpoint(path, payload)
+            save_checkpoint(path, payload, also=also)
         except CheckpointError as exc:
             kept = f"; the newest checkpoint on disk ({self._last_saved}) is intact" if self._last_saved else ""
             raise StorageError(f"{exc}{kept}") from None
         if which == runs.LAST:
             self._last_saved = f"epoch {self.progress.epoch}" + (
                 f", batch {self.progress.batch}" if self.progress.batch else "") + f": {path}"
-        self.bus.emit(CheckpointSaved(run_id=self.run_id, epoch=self.progress.epoch, step=self.progress.step,
-                                      path=str(path), reason=reason))
+        written = [(other, "best") for other in also] + [(path, reason)]
+        for saved, why in written:
+            self.bus.emit(CheckpointSaved(run_id=self.run_id, epoch=self.progress.epoch, step=self.progress.step,
+                                          path=str(saved), reason=why))
 
-    def _weights_finite(self) -> bool:
-        """Whether every weight is finite (one device read-back)."""
+    def _weights_finite_flag(self) -> torch.Tensor:
+        """A device bool: every weight finite (not read back here)."""
         flags = [torch.isfinite(p).all() for p in self.model.parameters()]
-        return bool(torch.stack(flags).all().item()) if flags else True
+        return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool, device=self.device)
 
     def _check_log(self) -> None:
         """The run log stopped taking writes (full disk): the run cannot be recorded, stop it."""
@@ -369,6 +456,7 @@ class TrainingRun:
         _sync_optimizer_state(self.optimizer)
         self._probes.detach()
         self._probes.attach(self.model)
+        self._step_graph = None  # new parameters (and modules): warm up and capture again
         self.bus.emit(ActivationSwapped(run_id=self.run_id, epoch=epoch, step=self.progress.step, old=old,
                                         new=self.model.config.activation,
                                         new_config=dict(self.model.config.activation_config)))
@@ -376,40 +464,48 @@ class TrainingRun:
     # -- the loop --------------------------------------------------------------------
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        data, model, p = self.data, self.model, self.progress
+        """Train one epoch (from `progress.batch` on); (mean loss, accuracy) over its batches."""
+        loss_sum, correct = torch.stack([t.double() for t in self.train_steps(epoch)]).tolist()
+        return self._train_means(loss_sum, correct)
+
+    def _train_means(self, loss_sum: float, correct: float) -> tuple[float, float]:
+        if not math.isfinite(loss_sum):
+            raise _Diverged()
+        seen = max(1, self.progress.seen)
+        return loss_sum / seen, correct / seen
+
+    def train_steps(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's training steps; returns its (loss sum, correct count) as device tensors,
+        not read back. No step waits for the device: on CUDA a run of these steps passes
+        `torch.cuda.set_sync_debug_mode("error")` (tests/test_cuda.py)."""
+        data, p = self.data, self.progress
         n = data.train_x.shape[0]
         batch_size = min(self.config.train.batch_size, n)
         steps = n // batch_size
         if p.batch == 0:
             p.shuffle_state = self.shuffle.get_state()
             p.loss_sum, p.correct, p.seen = 0.0, 0, 0
-        perm = torch.randperm(n, generator=self.shuffle).to(self.device)
-        loss_sum = torch.tensor(p.loss_sum, device=self.device, dtype=torch.float64)
-        correct = torch.tensor(p.correct, device=self.device, dtype=torch.int64)
+        perm = torch.randperm(n, generator=self.shuffle)
+        if self.device.type == "cuda":
+            perm = perm.pin_memory().to(self.device, non_blocking=True)
+        else:
+            perm = perm.to(self.device)
+        x, y, loss_sum, correct = self._static_buffers(batch_size)
+        loss_sum.fill_(p.loss_sum)
+        correct.fill_(p.correct)
         self._partial = (loss_sum, correct)
-        # every batch is gathered into the same two buffers (no allocation per step); nothing
-        # holds on to a batch past its own step
-        x = data.train_x.new_empty((batch_size, *data.train_x.shape[1:]))
-        y = data.train_y.new_empty((batch_size,))
-        model.train()
+        self.model.train()
         self._probes.epoch_start(epoch, steps - p.batch)
+        watch = NonFiniteWatch(self.device)
         last_stats = time.monotonic()
         for b in range(p.batch, steps):
             self._handle_commands(epoch)
             idx = perm[b * batch_size:(b + 1) * batch_size]
             torch.index_select(data.train_x, 0, idx, out=x)
             torch.index_select(data.train_y, 0, idx, out=y)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._probes.after_backward(model)
-            self.optimizer.step()
-            self._probes.after_step(model)
-            loss_sum.add_(loss.detach(), alpha=batch_size)  # in float64, as loss.double() * batch_size
-            correct += (logits.detach().argmax(1) == y).sum()
+            self._one_step()
             p.batch, p.step, p.seen = b + 1, p.step + 1, p.seen + batch_size
-            if (b + 1) % FINITE_CHECK_EVERY == 0 and not math.isfinite(loss_sum.item()):
+            if (b + 1) % FINITE_CHECK_EVERY == 0 and watch.diverged(loss_sum):
                 raise _Diverged()
             self.bus.emit(BatchProgress(run_id=self.run_id, epoch=epoch, step=b + 1, steps=steps,
                                         global_step=p.step))
@@ -419,11 +515,64 @@ class TrainingRun:
                 self._emit(self._probes.step_stats(epoch))
         self._emit(self._probes.step_stats(epoch))
         self._partial = None
-        total = loss_sum.item()
-        if not math.isfinite(total):
-            raise _Diverged()
-        seen = max(1, p.seen)
-        return total / seen, correct.item() / seen
+        return loss_sum, correct
+
+    def _static_buffers(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch buffers every step gathers into and the running sums every step adds to:
+        the same tensors for the whole run (a CUDA graph replays fixed addresses)."""
+        train_x, train_y = self.data.train_x, self.data.train_y
+        if self._batch is None or self._batch[0].shape[0] != batch_size or self._batch[0].device != train_x.device:
+            self._batch = (train_x.new_empty((batch_size, *train_x.shape[1:])), train_y.new_empty((batch_size,)))
+            self._sums = (torch.zeros((), device=self.device, dtype=torch.float64),
+                          torch.zeros((), device=self.device, dtype=torch.int64))
+            self._step_graph = None
+        return (*self._batch, *self._sums)
+
+    def _step(self) -> None:
+        """One training step on the static batch, adding to the static sums (eager or captured)."""
+        (x, y), (loss_sum, correct), model = self._batch, self._sums, self.model
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        self._probes.after_backward(model)
+        self.optimizer.step()
+        self._probes.after_step(model)
+        loss_sum.add_(loss.detach(), alpha=x.shape[0])  # in float64, as loss.double() * batch_size
+        correct.add_((logits.detach().argmax(1) == y).sum())
+
+    def _one_step(self) -> None:
+        """`_step` eagerly, or replayed from a CUDA graph when `train.cuda_graphs` allows."""
+        if self._graphs == "off":
+            self._step()
+            return
+        if self._step_graph is None:
+            why = self._graph_blocker()
+            if why:
+                self._graphs_off(why)
+                self._step()
+                return
+            self._step_graph = CapturedStep(self._step, self.device)
+        graph = self._step_graph
+        was_captured = graph.captured
+        graph()
+        if graph.failed:
+            self._graphs_off(f"capture failed ({graph.failed})")
+        elif graph.captured and not was_captured:
+            self.graph_captures += 1
+
+    def _graph_blocker(self) -> str:
+        """Why the step cannot be captured with these probes ('' when it can)."""
+        if isinstance(self._probes, NoProbes) or getattr(self._probes, "graph_safe", False):
+            return ""
+        return "the probes' per-step schedule runs Python code each step (probes.enabled = false allows graphs)"
+
+    def _graphs_off(self, why: str) -> None:
+        """Train eagerly from now on, and say why once."""
+        self._graphs, self._step_graph = "off", None
+        if not self._graph_note:
+            self._graph_note = f"CUDA graphs off for run {self.run_id}: {why}; training goes on eagerly"
+            warnings.warn(self._graph_note, RuntimeWarning, stacklevel=2)
 
     def _emit(self, event: Event | None) -> None:
         if event is not None:
@@ -507,49 +656,80 @@ class TrainingRun:
         if t.patience and p.since_best >= t.patience and p.batch == 0:
             return "early-stopped", f"no better validation accuracy for {t.patience} epochs"
         while p.epoch < t.epochs:
-            epoch = p.epoch + 1
-            epoch_started = time.monotonic()
-            try:
-                train_loss, train_acc = self.train_epoch(epoch)
-            except _Stop as stop:
-                try:
-                    self._save(runs.LAST, "interrupt" if stop.status == "interrupted" else "manual")
-                except _Diverged:  # NaN weights are never written: the previous checkpoint stays
-                    return "diverged", self._diverged_message(epoch)
-                return stop.status, ""
-            except _Diverged:
-                return "diverged", self._diverged_message(epoch)
-            val_loss, val_acc = evaluate(self.model, self.data.val_x, self.data.val_y)
-            if not math.isfinite(val_loss):
-                return "diverged", self._diverged_message(epoch, "validation loss")
-            if not self._weights_finite():  # e.g. an inf weight feeding a dead ReLU: the loss stays finite
-                return "diverged", self._diverged_message(epoch, "weights")
-            p.epoch, p.batch = epoch, 0
-            improved = val_acc > p.best_val_acc
-            if improved:
-                p.best_val_acc, p.best_epoch, p.since_best = val_acc, epoch, 0
-            else:
-                p.since_best += 1
-            self._emit(self._probes.epoch_stats(epoch, self.model, self.data))
-            done = EpochDone(run_id=self.run_id, epoch=epoch, train_loss=train_loss, train_acc=train_acc,
-                             val_loss=val_loss, val_acc=val_acc, seconds=time.monotonic() - epoch_started,
-                             lr=self.optimizer.param_groups[0]["lr"], activation=self.model.config.activation,
-                             best_val_acc=p.best_val_acc, best_epoch=p.best_epoch, improved=improved)
-            self.history.append(done)
-            self.bus.emit(done)
-            p.shuffle_state = None
-            self._last_metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                                  "val_acc": val_acc}
-            self._check_log()
-            try:
-                if improved:  # best before last: a kill between the two replays this epoch on resume
-                    self._save(runs.BEST, "best")
-                self._save(runs.LAST, "last")
-            except _Diverged:
-                return "diverged", self._diverged_message(epoch)
+            ended = self.run_epoch()
+            if ended is not None:
+                return ended
             if t.patience and p.since_best >= t.patience and p.epoch < t.epochs:
                 return "early-stopped", f"no better validation accuracy for {t.patience} epochs"
         return "finished", ""
+
+    def run_epoch(self) -> tuple[str, str] | None:
+        """The next epoch as `run()` runs it: training steps, validation, the probes' epoch
+        statistics, the epoch's events, one checkpoint write. Returns (status, message) when
+        the run must end here (stopped, diverged), else None. Each phase's seconds are added
+        to `phase_seconds` (clock: `phase_clock`)."""
+        p, clock, phases = self.progress, self.phase_clock, self.phase_seconds
+        epoch = p.epoch + 1
+        epoch_started = time.monotonic()
+        mark = clock()
+        try:
+            train_sums = self.train_steps(epoch)
+        except _Stop as stop:
+            try:
+                self._save(runs.LAST, "interrupt" if stop.status == "interrupted" else "manual")
+            except _Diverged:  # NaN weights are never written: the previous checkpoint stays
+                return "diverged", self._diverged_message(epoch)
+            return stop.status, ""
+        except _Diverged:
+            return "diverged", self._diverged_message(epoch)
+        mark = self._phase("train", mark)
+        val_sums = evaluate_sums(self.model, self.data.val_x, self.data.val_y)
+        # the epoch's one read-back: train and validation sums, and whether every weight is finite
+        packed = torch.cat([train_sums[0].double().reshape(1), train_sums[1].double().reshape(1), val_sums,
+                            self._weights_finite_flag().double().reshape(1)])
+        train_loss_sum, train_correct, val_loss_sum, val_correct, weights_finite = packed.tolist()
+        mark = self._phase("validate", mark)
+        try:
+            train_loss, train_acc = self._train_means(train_loss_sum, train_correct)
+        except _Diverged:
+            return "diverged", self._diverged_message(epoch)
+        n_val = max(1, self.data.val_x.shape[0])
+        val_loss, val_acc = val_loss_sum / n_val, val_correct / n_val
+        if not math.isfinite(val_loss):
+            return "diverged", self._diverged_message(epoch, "validation loss")
+        if not weights_finite:  # e.g. an inf weight feeding a dead ReLU: the loss stays finite
+            return "diverged", self._diverged_message(epoch, "weights")
+        p.epoch, p.batch = epoch, 0
+        improved = val_acc > p.best_val_acc
+        if improved:
+            p.best_val_acc, p.best_epoch, p.since_best = val_acc, epoch, 0
+        else:
+            p.since_best += 1
+        stats = self._probes.epoch_stats(epoch, self.model, self.data)
+        mark = self._phase("probes", mark)
+        self._emit(stats)
+        done = EpochDone(run_id=self.run_id, epoch=epoch, train_loss=train_loss, train_acc=train_acc,
+                         val_loss=val_loss, val_acc=val_acc, seconds=time.monotonic() - epoch_started,
+                         lr=self.optimizer.param_groups[0]["lr"], activation=self.model.config.activation,
+                         best_val_acc=p.best_val_acc, best_epoch=p.best_epoch, improved=improved)
+        self.history.append(done)
+        self.bus.emit(done)
+        p.shuffle_state = None
+        self._last_metrics = {"train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                              "val_acc": val_acc}
+        self._check_log()
+        mark = self._phase("events", mark)
+        try:
+            self._save(runs.LAST, "last", best_too=improved)  # one write; best.pt: the same bytes
+        except _Diverged:
+            return "diverged", self._diverged_message(epoch)
+        self._phase("checkpoints", mark)
+        return None
+
+    def _phase(self, name: str, since: float) -> float:
+        now = self.phase_clock()
+        self.phase_seconds[name] += now - since
+        return now
 
     def _test_best(self, trained_stats: bool = False) -> tuple[float | None, float | None]:
         best = runs.checkpoint_path(self.run_dir, runs.BEST)
@@ -601,6 +781,11 @@ class TrainingRun:
             self._log.close()
         if getattr(self, "_lock", None) is not None:
             self._lock.release()
+
+
+def _all_finite(state: dict[str, torch.Tensor]) -> bool:
+    """Whether every floating-point tensor of a (host) state dict is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
 
 
 def _check_fits_data(model_config: MLPConfig, data: DataSplits, path: Path) -> None:

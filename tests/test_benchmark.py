@@ -139,8 +139,107 @@ def test_actlab_bench_command(capsys, tmp_path):
     assert code == 0
     out = capsys.readouterr().out
     assert "tanhexp" in out and "epoch/relu" in out
-    assert out.strip().splitlines()[-1].startswith("slowest epoch relative to relu: tanhexp")
+    lines = out.strip().splitlines()
+    slowest = [i for i, line in enumerate(lines) if line.startswith("slowest epoch relative to relu: tanhexp")]
+    assert len(slowest) == 1
+    assert all(line.startswith("WARNING: ") for line in lines[slowest[0] + 1:])  # only warnings follow it
     payload = json.loads(out_file.read_text())
     assert {r["activation"] for r in payload["table"]["rows"]} == {"relu", "tanhexp"}
     assert main(["bench", "--activations", "gelux"]) == 2
     assert "did you mean 'gelu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--rounds", "0"], ["--batches", "-1"], ["--epoch-rounds", "0"],
+                                   ["--threads", "-2"]])
+def test_actlab_bench_bad_numbers_are_one_line_errors(capsys, flags):
+    from actlab.tui.cli import main
+
+    assert main(["bench", "--device", "cpu", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"actlab: {flags[0]} ") and err.count("\n") == 1
+
+
+def test_actlab_bench_threads_and_clock_and_progress(capsys, monkeypatch, tmp_path):
+    from actlab.tui.cli import main
+
+    monkeypatch.delenv("ACTLAB_DATA", raising=False)
+    monkeypatch.setenv("ACTLAB_CACHE", str(tmp_path / "empty-cache"))
+    before = torch.get_num_threads()
+    try:
+        code = main(["bench", "--device", "cpu", "--activations", "relu", "--rounds", "2", "--batches", "1",
+                     "--epoch-rounds", "1", "--threads", "1", "--clock", "cpu"])
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0 and threads == 1
+    captured = capsys.readouterr()
+    assert "1 thread(s), cpu clock" in captured.out
+    assert "random data of FashionMNIST's shape" in captured.err  # no dataset here: said so
+    rounds = [line for line in captured.err.splitlines() if "round " in line]
+    assert rounds and all("s left)" in line for line in rounds)  # every round line has an estimate
+
+
+def test_interleave_runs_after_hooks_outside_the_sample(monkeypatch):
+    """A fake clock that only the hooks advance: the samples must not see them."""
+    ticks = [0.0]
+    monkeypatch.setattr(bm, "clock_function", lambda clock: (lambda: ticks[0]))
+    calls = []
+
+    def variant(name):
+        def run():
+            calls.append(name)
+            ticks[0] += 1.0
+        return run
+
+    def hook():
+        calls.append("stats")
+        ticks[0] += 100.0
+
+    samples = bm.interleave({"a": variant("a"), "b": variant("b")}, rounds=3, warmup=1, after={"b": hook})
+    assert samples == {"a": [1.0, 1.0, 1.0], "b": [1.0, 1.0, 1.0]}
+    assert calls.count("stats") == 4  # warm-up round too
+    assert all(calls[i - 1] == "b" for i, c in enumerate(calls) if c == "stats")
+
+
+@pytest.mark.parametrize("q1,median,q3,flagged,straddle", [
+    (1.00, 1.02, 1.04, False, False),  # 4 % apart: readable
+    (0.97, 1.02, 1.08, True, True),  # 11 % apart, both sides of 1
+    (1.20, 1.30, 1.40, True, False),  # 15 % apart
+    (1.29, 1.30, 1.31, False, False),
+])
+def test_spread_warning(q1, median, q3, flagged, straddle):
+    line = bm.spread_warning("x/y", {"q1": q1, "median": median, "q3": q3})
+    assert bool(line) == flagged
+    if flagged:
+        assert line.startswith("WARNING: x/y = ") and f"{(q3 - q1) / median:.0%} apart" in line
+        assert ("straddling 1.0" in line) == straddle
+
+
+def test_bench_warnings_name_the_scattered_ratios():
+    ratio = lambda q1, m, q3: {"q1": q1, "median": m, "q3": q3}  # noqa: E731
+    result = {"epochs": {"activations": {"relu": {"ratio_to_relu": ratio(1, 1, 1)},
+                                         "gelu": {"ratio_to_relu": ratio(1.0, 1.1, 1.3)},
+                                         "swish": {"ratio_to_relu": ratio(1.04, 1.05, 1.06)}}},
+              "table": {"rows": [{"activation": "mish", "shape": [256, 512], "ratio": {"builtin": 0.5},
+                                  "ratio_quartiles": {"builtin": [0.4, 0.6]}},
+                                 {"activation": "relu", "shape": [256, 512], "ratio": {"builtin": 1.0},
+                                  "ratio_quartiles": {"builtin": [0.99, 1.01]}}]}}
+    lines = bm.bench_warnings(result)
+    assert len(lines) == 2
+    assert "epoch gelu/relu" in lines[0]
+    assert "1 table ratios" in lines[1] and "mish 256x512 vs builtin" in lines[1] and "relu" not in lines[1]
+
+
+def test_bare_loop_learns_and_gemm_bound_runs():
+    data = bm.fashion_shaped_data(1024)
+    gen = torch.Generator().manual_seed(1)
+    data.train_y.copy_(torch.randint(0, 2, (1024,), generator=gen))  # a learnable rule: class from one pixel sign
+    data.train_x[:, 0] = data.train_y.float() * 4 - 2
+    loop = bm.BareLoop(data, sizes=(784, 32, 10), lr=0.05)
+    loop()
+    first_loss = loop.last[0] / 1024
+    for _ in range(4):
+        loop()
+    assert loop.last[0] / 1024 < first_loss
+    assert len(loop.train_seconds) == len(loop.validate_seconds) == 5
+    bm.gemm_epoch(2, sizes=(784, 32, 10))()

@@ -66,15 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show what a checkpoint holds (safe: no pickle code runs)")
     inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file, or a run folder (its last.pt)")
     inspect.add_argument("--json", action="store_true", help="print the facts as one JSON object")
-    bench = sub.add_parser("bench", help="time every activation on this machine: forward+backward against "
-                                         "PyTorch's built-in and the naive formula, and a training epoch vs ReLU")
-    bench.add_argument("--device", metavar="DEV", default="auto", help="cpu, cuda, mps or auto (default auto)")
-    bench.add_argument("--activations", metavar="NAMES", help="comma-separated names (default: every registered one)")
-    bench.add_argument("--rounds", metavar="N", type=int, default=7, help="timed rounds of the table (default 7)")
-    bench.add_argument("--batches", metavar="N", type=int, default=60,
-                       help="batches of 256 per timed training epoch (default 60)")
-    bench.add_argument("--no-epochs", action="store_true", help="only the forward+backward table")
-    bench.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     for module in _command_modules():
         module.add_parser(sub)
     return parser
@@ -83,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: subcommands that live in modules of their own; each module has `NAME`,
 #: `add_parser(subparsers)` and `run(args) -> exit code`, and imports heavy things inside `run`
 COMMAND_MODULES: tuple[str, ...] = ("study_command", "runs_command", "compare_command", "export_command",
-                                     "open_command")
+                                     "open_command", "bench_command")
 
 
 def _command_modules() -> list:
@@ -332,30 +323,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return run_app(LabApp(WatchFeed(run_dir), config=config))
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """The activation table for this machine's device (see actlab.engine.benchmark)."""
-    import json
-
-    from actlab.engine import benchmark
-    from actlab.engine.device import resolve_device
-    from actlab.engine.errors import UserError
-
-    if args.rounds < 1 or args.batches < 1:
-        raise UserError("--rounds and --batches must be at least 1")
-    device = resolve_device(args.device)
-    names = benchmark.parse_names(args.activations)
-    result = benchmark.run_activation_bench(names, device=device, rounds=args.rounds, epochs=not args.no_epochs,
-                                            batches=args.batches,
-                                            progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(benchmark.format_activation_report(result["table"], result["epochs"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(benchmark.bench_json(result), indent=2) + "\n", encoding="utf-8")
-    if result["worst"]:
-        name, ratio = result["worst"]
-        print(f"slowest epoch relative to relu: {name} {ratio:.3f}x")
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -377,8 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_watch(args)
         if args.command == "inspect":
             return cmd_inspect(args)
-        if args.command == "bench":
-            return cmd_bench(args)
         for module in _command_modules():
             if args.command == module.NAME:
                 return module.run(args)
