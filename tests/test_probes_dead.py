@@ -12,7 +12,7 @@ from actlab.engine.probes import ExactDead, ProbeSet, exact_dead_counts
 from probe_helpers import SmallCNN, relu_mlp, splits, train_epoch
 
 ONLY_DEAD = ProbesConfig(rates=True, grad_rates=True, saturation=False, gradients=False, weights=False,
-                         histograms=False, nonfinite=False, sample_every=1)
+                         histograms=False, nonfinite=False, sample_every=1, dead_exact_every=1)
 
 
 def _inputs(n=512, d=20, seed=1):
@@ -150,3 +150,36 @@ def test_gradient_and_output_death_agree_on_relu():
         assert layer["dead_live"] == layer["grad_dead_live"], name
     assert 0 < stats.layers["act2"]["death_rate"] < 1
     assert all(out == grad for out, grad in per_batch)
+
+
+def test_epoch_end_makes_no_pass_of_its_own_unless_the_exact_count_is_asked_for():
+    """Probes cheap by default: per epoch the live count; histograms ride on the validation
+    pass; the exact pass over the split only every `dead_exact_every` epochs when asked."""
+    from actlab.engine.probes import HookRegistry
+
+    model = relu_mlp(sizes=(20, 32, 16), seed=2)
+    x, y = _inputs(n=256)
+    val = x[:100]
+    for every, passes in ((0, {1: 0, 2: 0}), (2, {1: 0, 2: 1})):
+        probes = ProbeSet(ProbesConfig(dead_exact_every=every))
+        probes.attach(model)
+        for epoch in (1, 2):
+            train_epoch(model, probes, x, y, batch_size=32, epoch=epoch)
+            validate = epoch == 2
+            if validate:  # the loop's validation pass (eval mode, no grad)
+                model.eval()
+                with torch.no_grad():
+                    model(val)
+                model.train()
+            calls = []
+            with HookRegistry() as hooks:
+                hooks.forward(model.layers.fc1, lambda *a: calls.append(1))
+                stats = probes.epoch_stats(epoch, model, splits(x, y))
+            assert len(calls) == passes[epoch], (every, epoch)
+            assert ("dead_exact" in stats.layers["act1"]) == bool(passes[epoch])
+            assert "dead_live" in stats.layers["act1"]
+            if validate:
+                assert sum(stats.histograms["act/act1"]["counts"]) == 100 * 32  # the validation rows
+            else:
+                assert not stats.histograms
+        probes.detach()

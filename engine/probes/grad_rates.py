@@ -20,9 +20,9 @@ from .. import metrics
 from ..config import ProbesConfig
 from .base import Moment, QuantityBase
 from .neurons import SampledNonzero
-from .report import Host, Report
+from .report import Report
 from .schedules import Clock, StratifiedSample
-from .step_record import GRADIENTS, StepRecord
+from .step_record import GRADIENTS, StepRecord, report_rates
 from .watched import LayerMap
 
 
@@ -73,24 +73,7 @@ class GradientRates(QuantityBase):
         self._sampled.end_step(self.steps.weight(self.clock.step))
 
     def report(self, moment: Moment, epoch: int, report: Report) -> None:
-        record, sampled, owners = self._record, self._sampled, dict(self._owners)
+        record = self._record
         if moment is Moment.TRAINED or record is None or not record.gradients:
             return
-        record.fold()
-        zeros = record.zeros
-        if not zeros.tensors():
-            return
-        report.tensor("zeros", zeros.counts)
-        for key, value in sampled.tensors().items():
-            report.tensor(("grad_rates", key), value)
-        steps, names = zeros.steps, list(self._names)
-
-        def rates(host: Host) -> None:
-            values = {"zeros": host["zeros"]}
-            own = {key: host[("grad_rates", key)] for key in sampled.tensors()}
-            for name in names:
-                counts = zeros.segment(values, ("grad", name))
-                if counts is not None:
-                    report.metrics(owners.get(name, name)).update(
-                        gradient_rate_metrics(counts, steps, sampled.share(own, name)))
-        report.then(rates)
+        report_rates(report, record, self._sampled, "grad", self._names, gradient_rate_metrics, self._owners)

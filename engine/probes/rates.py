@@ -41,9 +41,9 @@ from .. import metrics
 from ..config import ProbesConfig
 from .base import Moment, QuantityBase
 from .neurons import SampledNonzero
-from .report import Host, Report
+from .report import Report
 from .schedules import Clock, StratifiedSample
-from .step_record import ACTIVATION_OUTPUTS, DROPOUT_OUTPUTS, StepRecord
+from .step_record import ACTIVATION_OUTPUTS, DROPOUT_OUTPUTS, StepRecord, report_rates
 from .watched import Layer, LayerMap
 
 
@@ -96,23 +96,7 @@ class OutputRates(QuantityBase):
         self._sampled.end_step(self.steps.weight(self.clock.step))
 
     def report(self, moment: Moment, epoch: int, report: Report) -> None:
-        record, sampled = self._record, self._sampled
+        record = self._record
         if moment is Moment.TRAINED or record is None or not record.outputs:
             return
-        record.fold()
-        zeros = record.zeros
-        if not zeros.tensors():
-            return
-        report.tensor("zeros", zeros.counts)
-        for key, value in sampled.tensors().items():
-            report.tensor(("rates", key), value)
-        steps = zeros.steps
-
-        def rates(host: Host) -> None:
-            values = {"zeros": host["zeros"]}
-            own = {key: host[("rates", key)] for key in sampled.tensors()}
-            for name in record.outputs:
-                counts = zeros.segment(values, ("out", name))
-                if counts is not None:
-                    report.metrics(name).update(output_rate_metrics(counts, steps, sampled.share(own, name)))
-        report.then(rates)
+        report_rates(report, record, self._sampled, "out", list(record.outputs), output_rate_metrics)

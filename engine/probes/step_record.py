@@ -23,10 +23,13 @@ where a non-finite Linear output shows).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .. import metrics
-from .neurons import ZeroCounts, neuron_gradient, neuron_max, neuron_max_abs
+from .neurons import SampledNonzero, ZeroCounts, neuron_gradient, neuron_max, neuron_max_abs
+from .report import Host, Report
 from .step_ring import Layout, StepRing
 from .watched import Layer, LayerMap
 
@@ -119,3 +122,30 @@ class StepRecord:
         self.ring.take_unread()
         self.zeros.reset()
         self._maxima, self._zsums, self._grads = {}, {}, []
+
+
+RateMetrics = Callable[[torch.Tensor, int, "float | None"], dict[str, float]]
+
+
+def report_rates(report: Report, record: StepRecord, sampled: SampledNonzero, kind: str, names: list[str],
+                 rate_metrics: RateMetrics, owners: dict[str, str] | None = None) -> None:
+    """Queue the record's zero counts and `sampled`'s non-zero counts for the read-back; then,
+    per layer of `names` (its `(kind, name)` segment), `rate_metrics(zero counts, steps, sampled
+    share)` under `owners.get(name, name)`."""
+    record.fold()
+    zeros = record.zeros
+    if not zeros.tensors():
+        return
+    report.tensor("zeros", zeros.counts)
+    for key, value in sampled.tensors().items():
+        report.tensor((kind, "sampled", key), value)
+    steps, names, owners = zeros.steps, list(names), dict(owners or {})
+
+    def rates(host: Host) -> None:
+        values = {"zeros": host["zeros"]}
+        own = {key: host[(kind, "sampled", key)] for key in sampled.tensors()}
+        for name in names:
+            counts = zeros.segment(values, (kind, name))
+            if counts is not None:
+                report.metrics(owners.get(name, name)).update(rate_metrics(counts, steps, sampled.share(own, name)))
+    report.then(rates)
