@@ -47,6 +47,10 @@ def dead_fraction(stats: dict[str, float]) -> float | None:
             return float(value)
     return None
 
+# -- histograms: LayerStats.histograms["<kind>/<layer>"] ----------------------------------------
+HIST_ACTIVATION: Final = "act"  # activation outputs (validation pass; init: the init pass)
+HIST_GRAD_INIT: Final = "grad_init"  # log10 |weight gradient| of the init batch
+
 # -- report epochs ----------------------------------------------------------------------------
 INIT_EPOCH: Final = 0  # LayerStats.epoch of the statistics at initialisation, before any step
 #: LayerStats.epoch of the "trained" table: after a finished or early-stopped run, on the best

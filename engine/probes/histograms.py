@@ -134,7 +134,7 @@ class Histograms(QuantityBase):
         self._acts, self._seen, self._grads = {}, {}, {}
         if moment is Moment.TRAINED:
             return
-        for prefix, hists in (("act", acts), ("grad_init", grads)):
+        for prefix, hists in ((metrics.HIST_ACTIVATION, acts), (metrics.HIST_GRAD_INIT, grads)):
             for name, hist in hists.items():
                 if hist.counts is not None:
                     key = f"{prefix}/{name}"
