@@ -17,7 +17,12 @@ default MLP, about 5-10 s per epoch on 2 CPU cores), else the offline digits set
 wider MLP so the run stays busy. Results go to bench/results/tui-<time>.json; the last line
 printed is the headline.
 
-    python bench/bench_tui.py [--samples 20] [--starts 3] [--size 120x40]
+    python bench/bench_tui.py [--samples 20] [--starts 3] [--size 120x40] [--baseline DIR]
+
+With `--baseline DIR` (a folder holding an `actlab` package of another version, e.g. a
+`git archive` of engine/ and tui/ linked as DIR/actlab/engine and DIR/actlab/tui), the
+first-frame starts alternate between this tree and that one (PYTHONPATH=DIR), and both
+medians and their ratio are printed: the fair comparison on a machine whose load moves.
 """
 
 from __future__ import annotations
@@ -157,6 +162,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20, help="rounds of keypresses (3 UI samples each)")
     parser.add_argument("--starts", type=int, default=3, help="app starts timed for the first frame")
     parser.add_argument("--size", default="120x40", help="terminal size COLSxROWS")
+    parser.add_argument("--baseline", metavar="DIR", help="also time first frames of the actlab package in DIR, "
+                                                        "alternating with this tree's")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     work = Path(tempfile.mkdtemp(prefix="actlab-bench-tui-"))
@@ -167,21 +174,31 @@ def main() -> int:
 
     # -- time to first frame -------------------------------------------------------------
     first_frames = []
+    baseline_frames: list[float] = []
     for i in range(args.starts):
-        term = Terminal(work, env, size)
-        shown = term.wait_for("epoch 0/50", 0, timeout=20)
-        if shown is None:
-            print("first frame never appeared; output tail:\n" + term.text_since(0)[-2000:])
+        order = [("this", env)]
+        if args.baseline:
+            order.append(("baseline", {**env, "PYTHONPATH": args.baseline}))
+            order = order if i % 2 == 0 else order[::-1]
+        for which, start_env in order:
+            term = Terminal(work, start_env, size)
+            shown = term.wait_for("epoch 0/50", 0, timeout=30)
+            if shown is None:
+                print("first frame never appeared; output tail:\n" + term.text_since(0)[-2000:])
+                term.close()
+                return 1
+            (first_frames if which == "this" else baseline_frames).append(shown - term.started)
+            term.press(b"q")
+            try:
+                term.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
             term.close()
-            return 1
-        first_frames.append(shown - term.started)
-        term.press(b"q")
-        try:
-            term.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        term.close()
-        print(f"  start {i + 1}: first frame after {first_frames[-1] * 1000:.0f} ms")
+            print(f"  start {i + 1} ({which}): first frame after {(shown - term.started) * 1000:.0f} ms")
+    if baseline_frames:
+        ratio = statistics.median(first_frames) / statistics.median(baseline_frames)
+        print(f"  first frame median: this {statistics.median(first_frames) * 1000:.0f} ms, baseline "
+              f"{statistics.median(baseline_frames) * 1000:.0f} ms ({ratio:.2f}x), load {os.getloadavg()[0]:.1f}")
 
     # -- keypress latency while training --------------------------------------------------
     term = Terminal(work, env, size)
@@ -241,6 +258,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "dataset": dataset, "terminal": list(size),
         "first_frame_s": first_frames, "first_frame_median_s": statistics.median(first_frames),
+        "baseline_first_frame_s": baseline_frames,
         "keypress_ui_ms": {k: [round(v * 1000, 2) for v in vals] for k, vals in ui.items()},
         "keypress_ui_p50_ms": pct(all_ui, 0.5) * 1000, "keypress_ui_p95_ms": pct(all_ui, 0.95) * 1000,
         "keypress_ui_max_ms": max(all_ui, default=float("nan")) * 1000,

@@ -163,6 +163,7 @@ def test_r_resumes_a_stopped_run_from_the_leaderboard(tmp_path):
     async def script(pilot):
         await wait_for(pilot, lambda: trained(app)() and past_loaded(app)())
         stopped = next(r for r in app.board.rows if r.activation == "relu" and r.past)
+        assert stopped.run_dir == str(tmp_path / "20250101-110000-relu-s42")  # the folder read, not the log's path
         await pilot.press("b")
         app.board.cursor = stopped.run_id
         await pilot.press("r")

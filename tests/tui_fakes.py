@@ -358,7 +358,9 @@ def write_run_folder(root: Path, run_id: str, activation: str, epochs: int, *, s
                              "run.runs_dir": str(root)})
     (folder / "config.json").write_text(json.dumps(config.to_dict()), encoding="utf-8")
     start = run_started(run_id, activation, t, max_epochs=epochs, steps=10)
-    events: list[object] = [RunStarted(**{**start.__dict__, "run_dir": str(folder)}), layer_stats(run_id, 0, activation, t)]
+    # the writer's own path, as another working directory saw it: readers must use the folder they read
+    events: list[object] = [RunStarted(**{**start.__dict__, "run_dir": f"elsewhere/{run_id}"}),
+                            layer_stats(run_id, 0, activation, t)]
     for e in range(1, epochs + 1):
         events.append(epoch_done(run_id, e, activation, t + e, quality=quality))
         events.append(layer_stats(run_id, e, activation, t + e))

@@ -67,6 +67,7 @@ class PastRun:
     """A run folder read back from disk (`lab.read_run`): shown in the leaderboard, not trained here."""
 
     table: RunTable
+    folder: str = ""  # where it was read from (the log's own run_dir may be relative to another cwd)
 
 
 @dataclass(frozen=True)

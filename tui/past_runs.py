@@ -82,7 +82,7 @@ def load_past_runs(folders: Iterable[Path], sink: Callable[[object], None], *,
             table = read_run(folder)
         except (OSError, UserError, ValueError):  # a folder being deleted, a foreign file: not a run to show
             continue
-        sink(PastRun(table))
+        sink(PastRun(table, str(folder)))
         count += 1
     return count
 

@@ -213,6 +213,7 @@ class RunView:
     last_event_at: float = 0.0  # wall-clock time of its latest event
     past: bool = False
     note: str = ""
+    folder: str = ""  # the run folder as read from disk ("" : the one its RunStarted names)
 
     @property
     def label(self) -> str:
@@ -375,6 +376,7 @@ class Session:
             run.note = s.dataset_note
             if run.ended:
                 run.ended_at = s.time + sum(row["seconds"] for row in table.epochs)
+        run.folder = run.folder or item.folder
         first = run.epochs[0].epoch if run.epochs else None
         best, best_epoch, earlier = None, 0, []
         for row in table.epochs:
@@ -775,7 +777,7 @@ class Session:
         return tuple(BoardRow(number=r.number, run_id=r.run_id, activation=r.label, best_val=r.best_val_acc,
                               test=r.test_acc, epochs=r.epochs_run, peak_dead=r.peak_dead,
                               sec_per_epoch=r.sec_per_epoch, state=r.state, current=r.run_id == self.current_id,
-                              past=r.past, colour=self.colour_of(r.run_id), run_dir=r.started.run_dir)
+                              past=r.past, colour=self.colour_of(r.run_id), run_dir=r.folder or r.started.run_dir)
                      for r in self.runs.values())
 
 
