@@ -182,6 +182,12 @@ class RunSummary:
             self.activations.append(name)
 
     def to_dict(self) -> dict[str, Any]:
+        """What summary.json holds. Accuracies and dead fractions are in [0, 1]; `activation`
+        is the one the run started with (`activations`: every one, hot swaps included);
+        `peak_dead` the highest unit-weighted dead fraction of any measurement, `final_dead`
+        the one at the end (`trained_dead`, exact on the best weights, when measured);
+        `config_hash` names the setting whatever the seed; `differences` are the experiment
+        keys changed from the defaults, `config_changes` every changed key."""
         run = self.config.get("run", {}) if isinstance(self.config.get("run"), dict) else {}
         model = self.config.get("model", {}) if isinstance(self.config.get("model"), dict) else {}
         seconds = list(self.epoch_seconds.values())
