@@ -665,15 +665,20 @@ def available_memory(device: Any) -> int | None:
     return None
 
 
+#: the share of the device's free memory a run's estimate may take (the data, the probes'
+#: buffers and the allocator need the rest)
+MEMORY_SHARE = 0.8
+
+
 def check_memory(config: LabConfig, device: Any, input_size: int | None = None,
                  num_classes: int | None = None, *, available: int | None = None) -> MemoryEstimate:
     """Refuse, with the estimate, a model that cannot fit the device's free memory."""
     estimate = estimate_memory(config, input_size, num_classes)
     free = available if available is not None else available_memory(device)
-    if free is not None and estimate.total > free:
+    if free is not None and estimate.total > MEMORY_SHARE * free:
         kind = getattr(device, "type", str(device))
         raise ConfigError(
             f"model.hidden_sizes = {_short(list(config.model.hidden_sizes))}: does not fit in memory: "
-            f"{estimate.describe()}, but the {kind} has {_gib(free)} free; use smaller hidden_sizes "
-            f"or train.batch_size")
+            f"{estimate.describe()}, but the {kind} has {_gib(free)} free (a run may take "
+            f"{MEMORY_SHARE:.0%} of it); use smaller hidden_sizes or train.batch_size")
     return estimate

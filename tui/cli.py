@@ -213,7 +213,7 @@ def _located(exc: Exception, args: argparse.Namespace) -> Exception:
     """A run-time error about a config value (`data.source = ...: ...`) gets the file and line."""
     import re
 
-    match = re.match(r"(run|data)\.(\w+) = ", str(exc))
+    match = re.match(r"(run|data|model)\.(\w+) = ", str(exc))
     if not match or (args.config is None and not Path("lab.toml").is_file()):
         return exc
     return type(exc)(f"{_config_where(args, match[1], match[2])}: {exc}")
