@@ -251,6 +251,12 @@ class RunView:
         return [name for name in self.layers if self.kind(name) == kind]
 
 
+def histograms_of(histograms: dict, kind: str) -> dict:
+    """layer -> histogram of one kind, from LayerStats.histograms' "<kind>/<layer>" keys."""
+    prefix = f"{kind}/"
+    return {key[len(prefix):]: value for key, value in histograms.items() if key.startswith(prefix)}
+
+
 def _finite(x: float | None) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
@@ -460,10 +466,10 @@ class Session:
         if run.layers_epoch is None or e.epoch >= run.layers_epoch:
             run.layers, run.layers_epoch = dict(e.layers), e.epoch
         run.layer_history[e.epoch] = e.layers
-        acts = {k.split("/", 1)[1]: v for k, v in e.histograms.items() if k.startswith("act/")}
+        acts = histograms_of(e.histograms, metrics.HIST_ACTIVATION)
         if acts and (run.act_hists_epoch is None or e.epoch >= run.act_hists_epoch):
             run.act_hists, run.act_hists_epoch = acts, e.epoch
-        grads = {k.split("/", 1)[1]: v for k, v in e.histograms.items() if k.startswith("grad_init/")}
+        grads = histograms_of(e.histograms, metrics.HIST_GRAD_INIT)
         if grads:
             run.grad_init_hists = grads
         self._peak_dead(run, e.layers)
