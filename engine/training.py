@@ -236,6 +236,7 @@ class TrainingRun:
         self._sums: tuple[torch.Tensor, torch.Tensor] | None = None  # static (loss sum, correct count)
         self._graphs = "off"  # "off", or "auto"/"on" on a device that can capture
         self._step_graph: CapturedStep | None = None
+        self._watch: NonFiniteWatch | None = None
         self._graph_note = ""  # why the step is not captured, said once
         #: CUDA graphs captured so far (one at the start, one more after each hot swap)
         self.graph_captures = 0
@@ -496,7 +497,9 @@ class TrainingRun:
         self._partial = (loss_sum, correct)
         self.model.train()
         self._probes.epoch_start(epoch, steps - p.batch)
-        watch = NonFiniteWatch(self.device)
+        if self._watch is None or self._watch.device != self.device:
+            self._watch = NonFiniteWatch(self.device)  # one per run: its pinned buffer is allocated once
+        watch = self._watch
         last_stats = time.monotonic()
         for b in range(p.batch, steps):
             self._handle_commands(epoch)
