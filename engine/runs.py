@@ -115,6 +115,8 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return self  # a file system without locks (some network mounts): train unlocked
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise UserError(f"{self.path.parent}: cannot lock the run folder ({exc.strerror or exc})") from None
             holder = lock_holder(self.path.parent) or {}
