@@ -332,17 +332,14 @@ def read_study_table(table: Mapping[str, Any], source: str, text: str | None) ->
 
 def load_study_file(path: str | os.PathLike[str]) -> tuple[LabConfig, dict[str, Any]]:
     """A config file that may hold a `[study]` table: (the config without it, the table's values)."""
-    from .config import load_config
+    from .config import parse_text, read_config_text
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix != ".json" else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return load_config(path), {}  # load_config says what is wrong, in its words
-    if not isinstance(data, dict) or "study" not in data:
-        return load_config(path), {}
-    table = data.pop("study")
+    text = read_config_text(path)  # a folder, a FIFO, a huge or non-UTF-8 file: one line
+    data = parse_text(text, source=str(path), json_format=path.suffix == ".json")
+    if not isinstance(data, dict):
+        return config_from_dict(data, source=str(path), text=text), {}
+    table = data.pop("study", {})
     if not isinstance(table, Mapping):
         raise StudyError(f"{locate_key(str(path), text, 'study', None)}: study must be a table [study]")
     return config_from_dict(data, source=str(path), text=text), read_study_table(table, str(path), text)
@@ -422,11 +419,14 @@ def preset(name: str, where: str = "--preset") -> Preset:
     return PRESETS[name]
 
 
-def check_axes_values(base: LabConfig, axes: Iterable[tuple[str, Sequence[Any]]]) -> None:
-    """Every axis value checked like a lab.toml value (the message names the axis)."""
+def check_axes_values(base: LabConfig, axes: Iterable[tuple[str, Sequence[Any]]],
+                      labels: Mapping[str, str] | None = None) -> None:
+    """Every axis value checked like a lab.toml value; the message names the axis where it was given
+    (`labels`: key -> e.g. "study.toml: study.grid.train.lr ="; default "--grid KEY=")."""
     for key, values in axes:
+        label = (labels or {}).get(key, f"--grid {key}=")
         for value in values:
-            apply_overrides(base, {key: value}, source={key: f"--grid {key}="})
+            apply_overrides(base, {key: value}, source={key: label})
 
 
 def study_id_for(spec: StudySpec, name: str = "") -> str:

@@ -169,6 +169,33 @@ def test_bad_study_input_is_one_line_exit_2_nothing_created(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+BAD_TABLES = [  # ([study] table body, what the one line must name)
+    ("bogus = 1", "study.bogus"),
+    ("seeds = -1", "study.seeds"),
+    ("seeds = [1, 1]", "study.seeds"),
+    ("seeds = 1.5", "study.seeds"),
+    ("activations = 3", "study.activations"),
+    ('activations = ["relu", "nope"]', "study.activations"),
+    ("grid = 5", "study.grid"),
+    ('grid = { "train.lrr" = [0.1] }', "train.lrr"),
+    ('grid = { "train.lr" = [] }', "study.grid.train.lr"),
+    ('grid = { "train.lr" = [-1.0, 0.1] }', "train.lr"),
+    ('preset = "nope"', "study.preset"),
+    ("epochs = -1", "study.epochs"),
+    ('name = 7', "study.name"),
+]
+
+
+@pytest.mark.parametrize("body,named", BAD_TABLES)
+def test_bad_study_table_is_one_line_with_file_and_line(tmp_path, monkeypatch, capsys, body, named):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(f"[data]\ndataset = \"digits\"\n\n[study]\n{body}\n", encoding="utf-8")
+    assert main(["study", "--config", "s.toml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err and "s.toml" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
 BAD_RUN = [(["--set", "train.momentum=1.5"], "train.momentum"), (["--set", "model.hidden_sizes=[]"], "hidden_sizes"),
            (["--set", "nosuch=1"], "nosuch"), (["--set", "train.epochs=ten"], "train.epochs"),
            (["--lr", "0"], "--lr"), (["--hidden", ""], "--hidden")]

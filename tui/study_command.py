@@ -164,7 +164,9 @@ def _planned(args: argparse.Namespace):
     else:
         seeds = table.get("seeds") or (preset.seeds if preset else ())
     axes: dict[str, tuple[Any, ...]] = dict(preset.axes if preset else ())
+    labels = {key: f"--preset {preset.name}: {key} =" for key in axes} if preset else {}
     axes.update(dict(table.get("grid", ())))
+    labels.update({key: f"{args.config}: study.grid.{key} =" for key, _ in table.get("grid", ())})
     given: set[str] = set()
     for text in args.grid:
         key, values = study.parse_grid_axis(text)
@@ -172,11 +174,12 @@ def _planned(args: argparse.Namespace):
             raise UserError(f"--grid {key}: given twice; put every value in one --grid")
         given.add(key)
         axes[key] = values
+        labels[key] = f"--grid {key}="
     if "model.activation" in axes and activations:
         raise UserError("--grid model.activation=... and --activations both set the activation; use one")
     if "run.seed" in axes and seeds:
         raise UserError("--grid run.seed=... and --seeds both set the seed; use one")
-    study.check_axes_values(config, axes.items())
+    study.check_axes_values(config, axes.items(), labels)
     spec = study.StudySpec(base=config.to_dict(), activations=tuple(activations), seeds=tuple(seeds),
                            axes=tuple(axes.items()), init_only=init_only, preset=preset.name if preset else "")
     study_id = study.study_id_for(spec, args.name or table.get("name", ""))
