@@ -578,7 +578,7 @@ class StudyLock:
                     raise StudyError(f"{self.path.parent}: another study driver (or its workers) is running this "
                                      f"study; wait for it to end or stop it first") from None
                 if not told:
-                    note("waiting for the workers of an earlier driver of this study to stop...")
+                    note("waiting for another driver of this study (or the workers of a killed one) to stop...")
                     told = True
                 time.sleep(0.2)
         fcntl.flock(self._file, fcntl.LOCK_SH)  # workers join with shared locks

@@ -215,6 +215,8 @@ def _execute(args: argparse.Namespace, study_dir: Path, manifest, trials, init_o
     lock = study.StudyLock(study_dir)
     lock.acquire_driver(note=lambda text: print(text, file=sys.stderr, flush=True))
     try:
+        if (study_dir / study.STUDY_FILE).exists():  # another driver may have moved it on while we waited
+            manifest = study.read_manifest(study_dir)
         book_display = StudyProgress(manifest, sys.stdout)
         book = study.StudyBook(study_dir, manifest, book_display)
         todo = study.to_resume(manifest)  # running ones lost their driver: they resume from their checkpoint
