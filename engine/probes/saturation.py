@@ -25,7 +25,7 @@ from .. import metrics
 from ..config import ProbesConfig
 from .base import Moment, QuantityBase
 from .readback import float_accumulator_dtype
-from .report import Host, Report
+from .report import Report
 from .schedules import Clock, StratifiedSample
 from .step_record import StepRecord
 from .watched import Layer, LayerMap, activation_kind
