@@ -36,7 +36,7 @@ from .nonfinite import NonfiniteWatch
 from .rates import OutputRates
 from .report import Report
 from .saturation import Saturation
-from .schedules import Clock
+from .schedules import Clock, Never
 from .step_record import StepRecord
 from .watched import Layer, LayerMap, find_layers
 from .weights import Weights
@@ -75,6 +75,7 @@ class ProbeSet:
         if quantities is None:
             quantities = [q for make in QUANTITIES if (q := make(self.config, self.clock)) is not None]
         self.quantities: tuple[Quantity, ...] = tuple(quantities)
+        self._scheduled = tuple(q for q in self.quantities if not isinstance(q.steps, Never))  # asked each step
         self.record = StepRecord()
         self.run_id = ""
         self._wrap = wrap_hook
@@ -194,7 +195,7 @@ class ProbeSet:
 
     def _observers(self) -> frozenset[Quantity]:
         step = self.clock.step
-        return frozenset(q for q in self.quantities if q.steps(step))
+        return frozenset(q for q in self._scheduled if q.steps(step))
 
     def _hook(self, layer: Layer, watchers: tuple[Quantity, ...]) -> Hook:
         record = self.record if self.record.wants(layer) else None

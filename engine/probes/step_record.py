@@ -49,6 +49,7 @@ class StepRecord:
         self.outputs: dict[str, Layer] = {}  # layers whose per-neuron output values are recorded
         self.zsum_sources: dict[str, str] = {}  # activation -> the linear layer feeding it (z sums)
         self.gradients = False
+        self._reduce: dict[str, tuple[bool, bool]] = {}  # name -> (judged by its input, outputs nonnegative)
         self._maxima: dict[str, list[torch.Tensor]] = {}
         self._zsums: dict[str, list[torch.Tensor]] = {}
         self._grads: list[torch.Tensor] = []
@@ -66,6 +67,7 @@ class StepRecord:
         self.layers = layers
         wanted = {metrics.ACTIVATION: ACTIVATION_OUTPUTS in parts, metrics.DROPOUT: DROPOUT_OUTPUTS in parts}
         self.outputs = {layer.name: layer for layer in layers.ordered if wanted.get(layer.kind)}
+        self._reduce = {name: (layer.judged_by_input, layer.nonnegative) for name, layer in self.outputs.items()}
         self.zsum_sources = {a.name: a.source.name for a in layers.activations
                              if PRE_ACTIVATION_SUMS in parts and a.source is not None
                              and not (a.judged_by_input and a.name in self.outputs)}
@@ -79,9 +81,15 @@ class StepRecord:
     def output(self, layer: Layer, z: torch.Tensor | None, y: torch.Tensor) -> None:
         """One call of a watched layer's module on a training batch."""
         name = layer.name
-        if name in self.outputs:
-            value = neuron_max(z) if layer.judged_by_input and z is not None else neuron_max_abs(y, layer.nonnegative)
-            self._maxima.setdefault(name, []).append(value)
+        reduce = self._reduce.get(name)
+        if reduce is not None:
+            judged, nonnegative = reduce
+            value = neuron_max(z) if judged and z is not None else neuron_max_abs(y, nonnegative)
+            calls = self._maxima.get(name)
+            if calls is None:
+                self._maxima[name] = [value]
+            else:
+                calls.append(value)
         if z is not None and name in self.zsum_sources:
             self._zsums.setdefault(name, []).append(z.detach().sum())
 
@@ -100,7 +108,7 @@ class StepRecord:
         for name in self.zsum_sources:
             sums = zsums[name]
             parts.append((sums[0] if len(sums) == 1 else torch.stack(sums).sum()).view(1))
-        parts += [g.detach().reshape(-1) for g in grads]
+        parts += grads  # 1-D and detached already (bias gradients or neuron_gradient's maxima)
         shape = (tuple(len(maxima[name]) for name in self.outputs), len(parts))
         if shape != self._shape:
             layout = [(("out", name), sum(t.numel() for t in maxima[name])) for name in self.outputs]
