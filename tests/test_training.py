@@ -147,3 +147,30 @@ def test_fashion_mnist_two_epochs_relu_learns_sigmoid_does_not(tmp_path, fashion
         accs[act] = result.history[-1].val_acc
     assert accs["relu"] > 0.80
     assert 0.05 < accs["sigmoid"] < 0.15
+
+
+def test_one_checkpoint_write_per_epoch_best_is_the_same_file(tmp_path, digits_cpu):
+    """An improving epoch writes last.pt once and best.pt is a hard link to it; a later epoch that
+    does not improve replaces last.pt only, and best.pt keeps the best epoch's bytes."""
+    run = TrainingRun(_config(tmp_path, **{"train.epochs": 50, "train.patience": 0}), data=digits_cpu)
+    run.prepare()
+    saved = []
+    run.bus.subscribe(lambda e: saved.append((e.epoch, e.reason)) if isinstance(e, CheckpointSaved) else None)
+    assert run.run_epoch() is None  # the first epoch always improves
+    last, best = runs.checkpoint_path(run.run_dir), runs.checkpoint_path(run.run_dir, runs.BEST)
+    assert saved == [(1, "best"), (1, "last")]
+    assert last.stat().st_ino == best.stat().st_ino and last.stat().st_nlink == 2
+    best_bytes = best.read_bytes()
+    run.optimizer.param_groups[0]["lr"] = 1e-12  # weights all but frozen: validation accuracy cannot improve
+    assert run.run_epoch() is None
+    assert saved[2:] == [(2, "last")]
+    assert last.stat().st_ino != best.stat().st_ino and best.stat().st_nlink == 1
+    assert best.read_bytes() == best_bytes
+    _, ck_last = load_checkpoint(last)
+    _, ck_best = load_checkpoint(best)
+    assert (ck_last["epoch"], ck_best["epoch"]) == (2, 1)
+    assert not [p.name for p in last.parent.iterdir() if ".tmp-" in p.name]
+    assert set(run.phase_seconds) == {"train", "validate", "probes", "events", "checkpoints"}
+    assert all(v >= 0 for v in run.phase_seconds.values()) and run.phase_seconds["train"] > 0
+    run.close()
+
