@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .config import SECTIONS, LabConfig, apply_overrides, config_from_dict, locate_key
+from .config import SECTIONS, LabConfig, apply_overrides, apply_recipe, config_from_dict, locate_key
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -63,7 +63,7 @@ class StudySpec:
     (epochs 0: the probes' init statistics, no training step).
     """
 
-    base: Mapping[str, Any]  # LabConfig.to_dict() of the base config
+    base: Mapping[str, Any]  # the keys the user set ({"train": {"lr": 0.003}}; see `settings_of`)
     activations: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -99,9 +99,29 @@ class Trial:
     index: int
     trial_id: str  # also the run folder's name inside the study folder
     overrides: Mapping[str, Any]
-    config: LabConfig
+    config: LabConfig  # in full: the dataset's recipe filled in where the user set nothing
     config_hash: str
     group: str  # the summary's group: every axis but the seed, e.g. "gelu" or "gelu lr=0.003"
+    settings: Mapping[str, Any] = field(default_factory=dict)  # what was set; a worker rebuilds the config from it
+
+
+def settings_of(config: LabConfig) -> dict[str, Any]:
+    """The keys of `config` the user set (file, flags, `--set`, preset, axes) as nested sections.
+
+    A study stores these rather than the full config so that each trial gets its dataset's
+    recipe (batch size, epochs, patience) for the keys left unset, exactly as `actlab run` does.
+    A config built in code (no record of what was set) counts as everything set.
+    """
+    data = config.to_dict()
+    explicit = config.explicit_keys()
+    if explicit is None:
+        return data
+    out: dict[str, dict[str, Any]] = {}
+    for dotted in sorted(explicit):
+        section, _, key = dotted.partition(".")
+        if section in data and key in data[section]:
+            out.setdefault(section, {})[key] = data[section][key]
+    return out
 
 
 def config_hash(config: LabConfig) -> str:
@@ -137,11 +157,13 @@ def expand(spec: StudySpec, study_dir: Path) -> list[Trial]:
                 act, trial_seed = overrides["model.activation"], overrides["run.seed"]
                 labels = [_label(key, value) for key, value in combo if key not in ("model.activation", "run.seed")]
                 trial_id = "-".join([f"t{index:03d}", _safe(str(act)), f"s{trial_seed}", *labels])
-                config = apply_overrides(base, {**overrides, "run.runs_dir": str(study_dir),
-                                                "run.name": trial_id}, source="--grid")
+                set_config = apply_overrides(base, {**overrides, "run.runs_dir": str(study_dir),
+                                                    "run.name": trial_id}, source="--grid")
+                config = apply_recipe(set_config)
                 group = " ".join([str(act), *(f"{key.split('.')[-1]}={_short_value(value)}"
                                               for key, value in combo if key not in ("model.activation", "run.seed"))])
-                trials.append(Trial(index, trial_id, overrides, config, config_hash(config), group))
+                trials.append(Trial(index, trial_id, overrides, config, config_hash(config), group,
+                                    settings_of(set_config)))
     return trials
 
 

@@ -180,7 +180,7 @@ def _planned(args: argparse.Namespace):
     if "run.seed" in axes and seeds:
         raise UserError("--grid run.seed=... and --seeds both set the seed; use one")
     study.check_axes_values(config, axes.items(), labels)
-    spec = study.StudySpec(base=config.to_dict(), activations=tuple(activations), seeds=tuple(seeds),
+    spec = study.StudySpec(base=study.settings_of(config), activations=tuple(activations), seeds=tuple(seeds),
                            axes=tuple(axes.items()), init_only=init_only, preset=preset.name if preset else "")
     study_id = study.study_id_for(spec, args.name or table.get("name", ""))
     study_dir = Path(config.run.runs_dir) / study_id
@@ -223,7 +223,7 @@ def _execute(args: argparse.Namespace, study_dir: Path, manifest, trials, init_o
         book.save()
         by_id = {t.trial_id: t for t in trials}
         threads = args.threads or 1
-        tasks = [TrialTask(r.trial_id, by_id[r.trial_id].config.to_dict(), str((study_dir / r.run_dir).resolve()),
+        tasks = [TrialTask(r.trial_id, by_id[r.trial_id].settings, str((study_dir / r.run_dir).resolve()),
                            init_only, threads) for r in todo]
         device = by_id[trials[0].trial_id].config.run.device if trials else "cpu"
         if args.executor == "ray":

@@ -11,7 +11,7 @@ class TrialTask:
     """One trial to run: its full config, and the run folder it owns (on the worker's machine)."""
 
     trial_id: str
-    config: Mapping[str, Any]  # LabConfig.to_dict()
+    config: Mapping[str, Any]  # the keys set (study.settings_of), or a whole LabConfig.to_dict()
     run_dir: str  # the local executor's path; a Ray worker maps it to a folder on its own node
     init_only: bool = False  # stop at initialisation: the probes' init statistics, no training step
     threads: int = 1  # torch intra-op threads for this trial

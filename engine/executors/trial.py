@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import lab, runs
-from ..config import LabConfig, config_from_dict
+from ..config import LabConfig, apply_recipe, config_from_dict
 from ..errors import UserError
 from ..events import Consumer
 from ..study import FINAL_STATUSES, INTERRUPTED
@@ -83,9 +83,10 @@ def run_trial(task: TrialTask, *, consumers: Iterable[Consumer] = (), control: l
     try:
         config = config_from_dict(task.config, source=f"trial {task.trial_id}")
         data = (data_cache or DataCache()).get(config)
-        if not (run_dir / runs.CONFIG_FILE).exists():
-            (run_dir / runs.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            runs.write_config(run_dir, config.replace(**{"data.dataset": data.name}))
+        if not (run_dir / runs.CONFIG_FILE).exists():  # as a fresh `actlab run` does: the dataset really
+            (run_dir / runs.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)  # used, and its recipe
+            config = apply_recipe(config.replace(**{"data.dataset": data.name}), data.name)
+            runs.write_config(run_dir, config)
         if task.init_only:
             control.stop("stopped")  # applied before the first batch: init statistics, then a checkpoint
         result = lab.resume_run(run_dir, consumers=consumers, control=control, data=data).run()
