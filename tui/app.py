@@ -47,6 +47,8 @@ VIEW_NAMES = {"all": "all panels", "train": "training", "act": "activation & his
               "layers": "layers (m: metric)", "board": "leaderboard"}
 #: after `q`, wait this long at most for the run to stop and checkpoint
 QUIT_WAIT = 0.8
+#: the past runs of the runs folder are read this long after the first frame
+PAST_RUNS_DELAY = 0.5
 KEYS = "1234567890"
 #: actions that send commands to the engine (off in watch mode and under a modal screen)
 ENGINE_ACTIONS = {"pick", "step", "hot_swap", "queue_all", "toggle_pause", "save", "train_picker"}
@@ -175,16 +177,30 @@ class LabApp(App[int]):
                                                  exit_on_error=False)
         wanted = self.past is not None or isinstance(self.feed, LiveFeed)
         if wanted and self.past_worker is None:
+            # a little later: the first frames and the engine's start need the CPU more than
+            # history, unless the history is the run being resumed
+            if isinstance(self.feed, LiveFeed) and self.feed.opened_on is not None:
+                self.start_past_runs()
+            else:
+                self.set_timer(PAST_RUNS_DELAY, self.start_past_runs)
+
+    def start_past_runs(self) -> None:
+        """Read the past runs in the thread worker "past"."""
+        if self.past_worker is None:
             self.past_worker = self.run_worker(self._past_work, name="past", group="past", thread=True,
                                                exit_on_error=False)
 
     def _past_work(self) -> None:
         """Read the past runs (the given folders, else a live lab's runs folder) into the buffer."""
         worker = get_current_worker()
-        folders = self.past
-        if folders is None and isinstance(self.feed, LiveFeed):
-            folders = run_folders(Path(self.feed.config.run.runs_dir))
-        load_past_runs(folders or [], self.buffer.put, cancelled=lambda: worker.is_cancelled)
+        folders = list(self.past or [])
+        if isinstance(self.feed, LiveFeed):
+            if self.feed.opened_on is not None:  # the resumed run's history first
+                folders.insert(0, Path(self.feed.opened_on.run_dir))
+            if self.past is None:
+                folders += run_folders(Path(self.feed.config.run.runs_dir))
+        unique = list(dict.fromkeys(p.resolve() for p in folders))
+        load_past_runs(unique, self.buffer.put, cancelled=lambda: worker.is_cancelled)
 
     def _engine_work(self) -> None:
         worker = get_current_worker()

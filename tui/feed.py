@@ -246,6 +246,7 @@ class LiveFeed(Feed):
         self.engine: Engine = engine if engine is not None else TorchEngine()
         self.description = "live session"
         self._cond = threading.Condition()
+        self.opened_on = resume  # the run folder this session opened on, if any
         self._plan: deque[str | ResumeRequest] = deque([resume or config.model.activation])
         self._control: Any = None
         self._current: str | None = None
