@@ -264,29 +264,25 @@ class EventLog:
 
     Every event but batch progress is written; progress at most once per
     `progress_interval` seconds so a watcher sees the bar move without a line per batch.
-    Lines reach the file on time, not on buffer size: whatever was written is flushed once
-    `flush_interval` seconds have passed since the last flush, checked at every event (every
-    batch emits one, logged or not), so a watcher sees a training run's lines within about a
-    second. Epoch-level events are flushed at once and fsync'd, so a kill loses at most the
-    lines of the epoch in progress, and a kill mid-write leaves one truncated last line that
-    every reader skips. When the disk refuses a write (full, read-only), the log stops
-    writing, keeps what reached the file, and says why in `error`; it never raises into the
-    training loop, which checks `error` once per epoch.
+    Lines reach the file as they are written, not when an 8 KB buffer fills: every line is
+    flushed to the OS at once (the lines are few: progress and step statistics about twice a
+    second each, the rest once per epoch), so a watcher sees a training run's lines within
+    its poll interval, also across the silent epoch-end work. Epoch-level events are also
+    fsync'd, so a kill loses at most the lines of the epoch in progress, and a kill mid-write
+    leaves one truncated last line that every reader skips. When the disk refuses a write
+    (full, read-only), the log stops writing, keeps what reached the file, and says why in
+    `error`; it never raises into the training loop, which checks `error` once per epoch.
     """
 
     error: str = ""  # why the log stopped writing, one line ("" while it works)
 
-    def __init__(self, run_dir: str | os.PathLike[str], progress_interval: float = 0.5,
-                 flush_interval: float = 0.5) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], progress_interval: float = 0.5) -> None:
         self.path = Path(run_dir) / EVENTS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_truncated_tail()
         self._file = open(self.path, "a", encoding="utf-8")
         self._progress_interval = progress_interval
-        self._flush_interval = flush_interval
         self._last_progress = -math.inf
-        self._last_flush = time.monotonic()
-        self._unflushed = False
 
     def _repair_truncated_tail(self) -> None:
         """End a truncated last line (left by a kill) so appended events start cleanly."""
@@ -300,21 +296,17 @@ class EventLog:
     def __call__(self, event: Event) -> None:
         if self._file.closed:
             return
-        now = time.monotonic()
-        if event.logged_always or now - self._last_progress >= self._progress_interval:
-            if not event.logged_always:
-                self._last_progress = now
-            try:
-                self._file.write(event_to_json(event) + "\n")
-            except OSError as exc:
-                self._broken(exc)
+        if not event.logged_always:
+            now = time.monotonic()
+            if now - self._last_progress < self._progress_interval:
                 return
-            self._unflushed = True
-            if isinstance(event, (EpochDone, LayerStats, CheckpointSaved, RunStarted, *TERMINAL_EVENTS)):
-                self.flush()
-                return
-        if self._unflushed and now - self._last_flush >= self._flush_interval:
-            self.flush(sync=False)
+            self._last_progress = now
+        try:
+            self._file.write(event_to_json(event) + "\n")
+        except OSError as exc:
+            self._broken(exc)
+            return
+        self.flush(sync=isinstance(event, (EpochDone, LayerStats, CheckpointSaved, RunStarted, *TERMINAL_EVENTS)))
 
     def flush(self, sync: bool = True) -> None:
         """Hand the written lines to the OS (readers see them); `sync` also fsyncs them to disk."""
@@ -325,7 +317,6 @@ class EventLog:
         except OSError as exc:
             self._broken(exc)
             return
-        self._last_flush, self._unflushed = time.monotonic(), False
         if not sync:
             return
         try:
