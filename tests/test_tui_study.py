@@ -136,3 +136,31 @@ def test_study_feed_reads_the_manifest_and_the_trials_logs(tmp_path):
     assert relu.epochs == 3 and relu.test_acc == 0.85 and len(relu.val_acc) == 3
     assert gelu.epochs == 2 and gelu.max_epochs == 2 and gelu.test_acc is None
     assert mish.val_acc == () and mish.epochs == 0
+
+
+def test_q_stops_a_study_running_beside_the_view():
+    stopped = []
+    feed = SnapshotFeed()
+    app = StudyApp(feed, stop=lambda: stopped.append(True))
+
+    async def script(pilot):
+        feed.items.put(StudySnapshot("demo", trials(1)))
+        await until(pilot, lambda: app.snapshot is not None)
+        await pilot.press("q")
+
+    drive(app, script)
+    assert stopped == [True] and feed.closed
+
+
+def test_the_study_thread_hands_its_error_to_the_caller():
+    import pytest
+
+    from actlab.tui.study_view import StudyWork
+
+    done = StudyWork(lambda: 7)
+    done.start()
+    done.join_result()  # no error: returns
+    failing = StudyWork(lambda: (_ for _ in ()).throw(RuntimeError("workers cannot start here")))
+    failing.start()
+    with pytest.raises(RuntimeError, match="workers cannot start"):
+        failing.join_result()

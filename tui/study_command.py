@@ -7,9 +7,11 @@
     actlab study --resume runs/<study-id>      (or re-run the same command)
     actlab study ... --executor ray --address auto
 
-Headless: one line per finished trial and an overall bar (trials done, ETA, throughput), then
-the grouped summary (mean and 95% CI per group, engine/stats.py). The command never opens
-the app for now; `--headless` is accepted so scripts keep working once a study view exists.
+On a terminal the study view (tui/study_view.py) follows the study while it runs: the trials'
+status, each group's mean validation accuracy with its 95% band, the group table; `q` stops
+the study (each running trial checkpoints). With --headless or on a pipe: one line per
+finished trial and an overall bar (trials done, ETA, throughput). Both end with the grouped
+summary (mean and 95% CI per group, engine/stats.py).
 Exit codes: 0 every trial done, 1 some trial failed, 2 bad usage (nothing created),
 128+N when signal N stopped the study (each running trial wrote a checkpoint).
 """
@@ -17,6 +19,7 @@ Exit codes: 0 every trial done, 1 some trial failed, 2 bad usage (nothing create
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import signal
 import sys
@@ -217,7 +220,8 @@ def _execute(args: argparse.Namespace, study_dir: Path, manifest, trials, init_o
     try:
         if (study_dir / study.STUDY_FILE).exists():  # another driver may have moved it on while we waited
             manifest = study.read_manifest(study_dir)
-        book_display = StudyProgress(manifest, sys.stdout)
+        view = sys.stdout.isatty() and sys.stdin.isatty() and not args.headless  # the study view (tui/study_view.py)
+        book_display = StudyProgress(manifest, io.StringIO() if view else sys.stdout)
         book = study.StudyBook(study_dir, manifest, book_display)
         todo = study.to_resume(manifest)  # running ones lost their driver: they resume from their checkpoint
         book.save()
@@ -248,7 +252,12 @@ def _execute(args: argparse.Namespace, study_dir: Path, manifest, trials, init_o
                 previous[getattr(signal, name)] = signal.signal(getattr(signal, name), handler)
         book_display.begin(len(todo))
         try:
-            executor.run(tasks, book)
+            if view:
+                from .study_view import run_beside_study_view
+
+                run_beside_study_view(study_dir, lambda: executor.run(tasks, book), stop=executor.request_stop)
+            else:
+                executor.run(tasks, book)
         except RuntimeError as exc:  # e.g. the workers cannot start here: one line, the study stays resumable
             print(f"actlab: {exc}", file=sys.stderr)
             return EXIT_FAILED

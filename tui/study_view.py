@@ -12,6 +12,7 @@ changed; tests feed the app snapshots of their own.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -239,7 +240,7 @@ class BandChart(Chart):
 
 
 class StudyApp(App[int]):
-    """The study screen; `q` leaves (a study running in `work` is stopped first)."""
+    """The study screen; `q` leaves (a study running in this process is stopped first)."""
 
     TITLE = "actlab study"
     CSS = """
@@ -253,11 +254,10 @@ class StudyApp(App[int]):
     """
     BINDINGS = [Binding("q", "quit", "Quit"), Binding("question_mark", "help", "Help", key_display="?")]
 
-    def __init__(self, feed: Any, *, work: Callable[[], Any] | None = None, stop: Callable[[], None] | None = None,
-                 refresh_hz: float = 4.0) -> None:
+    def __init__(self, feed: Any, *, stop: Callable[[], None] | None = None, refresh_hz: float = 4.0) -> None:
+        """`stop`: stops a study running in this process (`q` calls it before leaving)."""
         super().__init__()
         self.feed = feed
-        self.work = work
         self.stop = stop
         self.buffer = EventBuffer()
         self.refresh_hz = refresh_hz
@@ -278,8 +278,6 @@ class StudyApp(App[int]):
         self.query_one("#table-box").border_title = "groups · test acc, 95% CI, Welch p vs the baseline (first group)"
         self.set_interval(1 / self.refresh_hz, self.apply_pending, name="drain")
         self.run_worker(self._feed_work, name="feed", thread=True, exit_on_error=False)
-        if self.work is not None:
-            self.run_worker(self.work, name="study", thread=True, exit_on_error=False)
 
     def _feed_work(self) -> None:
         worker = get_current_worker()
@@ -320,11 +318,45 @@ class StudyApp(App[int]):
         self.exit(0)
 
 
-def run_study_app(study_dir: str | Path, *, work: Callable[[], Any] | None = None,
-                  stop: Callable[[], None] | None = None) -> int:
-    """The study view on a terminal, following `study_dir`; `work` (the study itself, if it
-    runs in this process) runs in a thread worker and must not install signal handlers."""
-    app = StudyApp(StudyFeed(study_dir), work=work, stop=stop)
+def run_study_app(study_dir: str | Path) -> int:
+    """The study view on a terminal, following `study_dir` (`actlab open STUDY_DIR`)."""
+    app = StudyApp(StudyFeed(study_dir))
     code = app.run()
     app.feed.close()
     return code or 0
+
+
+class StudyWork(threading.Thread):
+    """The study itself, in a thread beside the view; `join_result()` re-raises its error."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        super().__init__(name="study", daemon=True)
+        self.work = work
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:  # handed to the caller's thread by join_result
+            self.error = exc
+
+    def join_result(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def run_beside_study_view(study_dir: str | Path, work: Callable[[], Any], stop: Callable[[], None]) -> None:
+    """`actlab study` on a terminal: run `work` (the study) in a thread while the view follows
+    the study folder; `q` calls `stop` (each running trial stops with a checkpoint) and this
+    returns once the study has stopped. Signal handlers stay with the caller's main thread."""
+    runner = StudyWork(work)
+    runner.start()
+    app = StudyApp(StudyFeed(study_dir), stop=stop)
+    try:
+        app.run()
+    finally:
+        app.feed.close()
+        if runner.is_alive():
+            stop()
+    runner.join_result()
