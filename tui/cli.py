@@ -279,19 +279,13 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def cmd_app_resume(args: argparse.Namespace) -> int:
     """`actlab --resume RUN_DIR [--epochs N]` on a terminal: the app continues the run folder."""
-    from actlab.engine.runs import read_config
+    from actlab.engine import lab
 
     run_dir = _resume_dir(args.resume)
     _check_resume_flags(args)
-    config = read_config(Path(run_dir))
+    config = lab.read_run_config(run_dir)
     if args.epochs is not None:  # checked here, before the app opens (lab.resume_run checks it again)
-        from actlab.engine.errors import UserError
-        from actlab.engine.runs import read_run
-
-        done = max((row["epoch"] for row in read_run(run_dir).epochs), default=0)
-        if args.epochs <= done:
-            raise UserError(f"--epochs {args.epochs}: {run_dir} has already trained {done} epochs; "
-                            f"give a larger total (e.g. --epochs {done + 5})")
+        lab.check_more_epochs(run_dir, args.epochs)
         config = config.replace(**{"train.epochs": args.epochs})
     from .app import LabApp, run_app
     from .feed import LiveFeed, ResumeRequest
@@ -303,7 +297,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """The live lab's screen for a run folder, following its events.jsonl (read-only)."""
     from actlab.engine.errors import UserError
     from actlab.engine.events import EVENTS_FILE
-    from actlab.engine.runs import CONFIG_FILE, read_config
+    from actlab.engine import lab
+    from actlab.engine.runs import CONFIG_FILE
 
     run_dir = Path(args.run_dir)
     events = run_dir / EVENTS_FILE if run_dir.is_dir() else run_dir
@@ -314,7 +309,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     config = None
     if run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
         try:
-            config = read_config(run_dir)
+            config = lab.read_run_config(run_dir)
         except UserError:
             config = None  # the events alone are enough to draw the screen
     from .app import LabApp, run_app

@@ -1,7 +1,6 @@
 """Past runs for the app: find run folders (a runs folder, one run, or a study) and read them.
 
-Reading uses the engine's run-folder reader `runs.read_run` (what `lab.read_run` calls; lab
-itself imports PyTorch, seconds on a small machine, and past runs need none of it); each
+Reading goes through the engine's front door, `lab.read_run` (which loads no PyTorch); each
 table reaches the app as a `PastRun` item in the same buffer as the live events.
 """
 
@@ -70,9 +69,9 @@ def open_targets(path: Path) -> list[Path]:
 
 def load_past_runs(folders: Iterable[Path], sink: Callable[[object], None], *,
                    cancelled: Callable[[], bool] = lambda: False) -> int:
-    """Read each folder (`runs.read_run`) into a `PastRun`; unreadable ones are skipped. The count."""
+    """Read each folder (`lab.read_run`) into a `PastRun`; unreadable ones are skipped. The count."""
     from actlab.engine.errors import UserError
-    from actlab.engine.runs import read_run
+    from actlab.engine.lab import read_run
 
     count = 0
     for folder in folders:
