@@ -120,8 +120,13 @@ class ProbesConfig:
     hist_bins: int = option(64, "bins of every histogram", min=1, max=1000)
     hist_rows: int = option(512, "rows of the epoch-end validation pass (training rows at init) the activation "
                                   "histograms are taken over", min=1)
-    act_hist_min: float = option(-4.0, "lowest edge of the activation histograms (values below: first bin)")
-    act_hist_max: float = option(12.0, "highest edge of the activation histograms (values above: last bin)")
+    act_hist_fit: bool = option(True, "fit each activation histogram's range to the activation: its own bounds "
+                                      "where it has them (sigmoid 0..1, tanh -1..1, ELU's -alpha), the values of "
+                                      "the first pass where it has none; false: act_hist_min..act_hist_max")
+    act_hist_min: float = option(-4.0, "lowest edge of the activation histograms (values below: first bin; "
+                                       "with act_hist_fit, only for an unbounded side before any pass)")
+    act_hist_max: float = option(12.0, "highest edge of the activation histograms (values above: last bin; "
+                                       "with act_hist_fit, only for an unbounded side before any pass)")
     grad_hist_min: float = option(-10.0, "lowest edge of the gradient histograms, in log10 |g|", min=-45.0,
                                   max=39.0)
     grad_hist_max: float = option(0.0, "highest edge of the gradient histograms, in log10 |g|", min=-45.0,
