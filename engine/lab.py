@@ -50,12 +50,17 @@ def build_probes(config: LabConfig) -> "Probes":
 
 
 def open_run(config: LabConfig, *, consumers: Iterable[Consumer] = (), control: RunControl | None = None,
-             data: "DataSplits | None" = None, probes: "Probes | None" = None) -> "TrainingRun":
-    """A fresh run of `config`, ready to `.run()`; probes follow the config unless given."""
+             data: "DataSplits | None" = None, probes: "Probes | None" = None,
+             run_dir: str | os.PathLike[str] | None = None) -> "TrainingRun":
+    """A fresh run of `config`, ready to `.run()`; probes follow the config unless given.
+
+    The run folder is a new `<date>-<activation>-s<seed>` under `run.runs_dir`, or `run_dir`
+    when given (a study's trial folder), which must not hold a run yet.
+    """
     from .training import TrainingRun
 
     return TrainingRun(config, consumers=consumers, control=control, data=data,
-                       probes=probes if probes is not None else build_probes(config))
+                       probes=probes if probes is not None else build_probes(config), run_dir=run_dir)
 
 
 def read_run_config(run_dir: str | os.PathLike[str]) -> LabConfig:

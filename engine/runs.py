@@ -45,16 +45,22 @@ def new_run_id(config: LabConfig, runs_dir: Path) -> str:
     return run_id
 
 
-def create_run_dir(config: LabConfig) -> tuple[str, Path]:
-    """Make a fresh run folder; a clear UserError when the runs folder is unwritable."""
-    runs_dir = Path(config.run.runs_dir)
-    run_id = new_run_id(config, runs_dir)
-    run_dir = runs_dir / run_id
+def create_run_dir(config: LabConfig, run_dir: Path | None = None) -> tuple[str, Path]:
+    """Make a fresh run folder (a new id under run.runs_dir, or exactly `run_dir`, which must not
+    hold a run yet); a clear UserError when it cannot be made."""
+    if run_dir is not None:
+        if (run_dir / CONFIG_FILE).exists():
+            raise UserError(f"{run_dir}: already holds a run ({CONFIG_FILE}); resume it instead")
+        run_id, exist_ok, where = run_dir.name, True, str(run_dir)
+    else:
+        runs_dir = Path(config.run.runs_dir)
+        run_id, exist_ok, where = new_run_id(config, runs_dir), False, f"run.runs_dir = {str(runs_dir)!r}"
+        run_dir = runs_dir / run_id
     try:
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=False)
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=exist_ok)
         (run_dir / LOCK_FILE).touch()  # part of the folder from the start (see RunLock)
     except OSError as exc:
-        raise UserError(f"run.runs_dir = {str(runs_dir)!r}: cannot create run folder ({exc.strerror or exc})") from None
+        raise UserError(f"{where}: cannot create run folder ({exc.strerror or exc})") from None
     return run_id, run_dir
 
 

@@ -211,8 +211,10 @@ class TrainingRun:
 
     def __init__(self, config: LabConfig, *, consumers: Iterable[Consumer] = (), control: RunControl | None = None,
                  data: DataSplits | None = None, probes: Probes | None = None, resume_dir: str | Path | None = None,
-                 step_stats_interval: float = 0.5, fresh_patience: bool = False) -> None:
+                 step_stats_interval: float = 0.5, fresh_patience: bool = False,
+                 run_dir: str | Path | None = None) -> None:
         self.config = config
+        self._named_dir = Path(run_dir) if run_dir is not None else None  # a fresh run in this folder
         self._fresh_patience = fresh_patience  # an extended run: early stopping counts from the resume
         self.control = control or RunControl()
         self.bus = EventBus(consumers)
@@ -274,7 +276,7 @@ class TrainingRun:
             self.config = apply_recipe(self.config.replace(**{"data.dataset": self.data.name}), self.data.name)
         check_memory(self.config, self.device, self.data.input_size, self.data.num_classes)  # before allocating
         if not resumed:
-            self.run_id, self.run_dir = runs.create_run_dir(self.config)
+            self.run_id, self.run_dir = runs.create_run_dir(self.config, self._named_dir)
             self._lock = runs.lock_run_dir(self.run_dir)
             runs.write_config(self.run_dir, self.config)
 

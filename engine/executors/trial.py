@@ -1,8 +1,8 @@
 """One trial in a worker: an ordinary run folder, fresh or resumed, through the engine's front door.
 
 A trial's folder has a fixed name (its trial id), so a study that resumes finds it again:
-the worker writes config.json into it once (with the dataset really loaded), then always
-continues it with `lab.resume_run` (which starts at epoch 1 while there is no checkpoint).
+the worker opens it with `lab.open_run(..., run_dir=...)` the first time and continues it with
+`lab.resume_run` after that (which starts at epoch 1 while there is no checkpoint yet).
 A folder whose log already ends the run is reported, not run again.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .. import lab, runs
-from ..config import LabConfig, apply_recipe, config_from_dict
+from ..config import LabConfig, config_from_dict
 from ..errors import UserError
 from ..events import Consumer
 from ..study import FINAL_STATUSES, INTERRUPTED
@@ -83,13 +83,13 @@ def run_trial(task: TrialTask, *, consumers: Iterable[Consumer] = (), control: l
     try:
         config = config_from_dict(task.config, source=f"trial {task.trial_id}")
         data = (data_cache or DataCache()).get(config)
-        if not (run_dir / runs.CONFIG_FILE).exists():  # as a fresh `actlab run` does: the dataset really
-            (run_dir / runs.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)  # used, and its recipe
-            config = apply_recipe(config.replace(**{"data.dataset": data.name}), data.name)
-            runs.write_config(run_dir, config)
         if task.init_only:
             control.stop("stopped")  # applied before the first batch: init statistics, then a checkpoint
-        result = lab.resume_run(run_dir, consumers=consumers, control=control, data=data).run()
+        if (run_dir / runs.CONFIG_FILE).exists():  # begun before (maybe killed before its first checkpoint)
+            run = lab.resume_run(run_dir, consumers=consumers, control=control, data=data)
+        else:
+            run = lab.open_run(config, consumers=consumers, control=control, data=data, run_dir=run_dir)
+        result = run.run()
     except UserError as exc:  # bad data folder, unreadable checkpoint: this trial fails, the study goes on
         return TrialOutcome(task.trial_id, "failed", message=str(exc), seconds=time.monotonic() - started,
                             worker=worker)
