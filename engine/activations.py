@@ -75,15 +75,33 @@ def _number(act: str, key: str, value: Any, *, minimum: float | None = None,
 class Activation(nn.Module):
     """Base class: an elementwise activation with a name, a formula and a JSON-able config.
 
-    Subclasses set the class attributes and store each key of `defaults` as an attribute of
-    the same name, which is what `config` reads back.
+    Subclasses set the class attributes. Each key of `defaults` becomes an attribute of the
+    same name (what `config` reads back); a number is checked against `bounds` (key ->
+    (minimum, strict); a key not there takes any finite number). A subclass that is one torch
+    function of x and its config, in the order of `defaults`, sets `function` and needs no
+    `forward` of its own.
     """
 
     name: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    bounds: ClassVar[dict[str, tuple[float, bool]]] = {}
     sparse: ClassVar[bool] = False  # outputs exact zeros for a whole range of inputs
     smooth: ClassVar[bool] = True  # continuously differentiable: the slope never jumps
+    function: ClassVar[Callable[..., Tensor] | None] = None
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected config {', '.join(unknown)}")
+        for key, default in self.defaults.items():
+            value = config.get(key, default)
+            if isinstance(default, float):
+                minimum, strict = self.bounds.get(key, (None, False))
+                value = _number(self.name, key, value, minimum=minimum, strict=strict)
+            setattr(self, key, value)
+        self.arguments = tuple(self.config.values())
 
     @property
     def config(self) -> dict[str, Any]:
@@ -92,6 +110,12 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+
+    def forward(self, x: Tensor) -> Tensor:
+        function = type(self).function
+        if function is None:
+            raise NotImplementedError(f"{type(self).__name__} sets neither function nor forward")
+        return function(x, *self.arguments)
 
 
 # --------------------------------------------------------------------------- simple activations
@@ -102,9 +126,7 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
     formula = "1 / (1 + e^-x)"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(x)
+    function = torch.sigmoid
 
 
 class Tanh(Activation):
@@ -153,11 +175,8 @@ class ReLU(Activation):
 
     name = "relu"
     formula = "max(x, 0)"
-    sparse = True
-    smooth = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x)
+    sparse, smooth = True, False
+    function = F.relu
 
 
 class LeakyReLU(Activation):
@@ -166,14 +185,9 @@ class LeakyReLU(Activation):
     name = "leakyrelu"
     formula = "x if x > 0 else alpha * x"
     defaults = {"alpha": 0.1}
+    bounds = {"alpha": (0.0, False)}
     smooth = False
-
-    def __init__(self, alpha: float = 0.1) -> None:
-        super().__init__()
-        self.alpha = _number(self.name, "alpha", alpha, minimum=0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.alpha)
+    function = F.leaky_relu
 
 
 class PReLU(Activation):
@@ -188,9 +202,8 @@ class PReLU(Activation):
     defaults = {"init": 0.1}
     smooth = False
 
-    def __init__(self, init: float = 0.1) -> None:
-        super().__init__()
-        self.init = _number(self.name, "init", init)
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
         self.weight = nn.Parameter(torch.full((1,), self.init))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -233,13 +246,8 @@ class ELU(Activation):
     name = "elu"
     formula = "x if x > 0 else alpha * (e^x - 1)"
     defaults = {"alpha": 1.0}
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = _number(self.name, "alpha", alpha, minimum=0.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.elu(x, self.alpha)
+    bounds = {"alpha": (0.0, False)}
+    function = F.elu
 
 
 _GELU_FORMULAS = {
@@ -255,14 +263,13 @@ class GELU(Activation):
     formula = _GELU_FORMULAS["tanh"]
     defaults = {"approximate": "tanh"}
 
-    def __init__(self, approximate: str = "tanh") -> None:
-        super().__init__()
-        if approximate not in _GELU_FORMULAS:
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        if self.approximate not in _GELU_FORMULAS:
             allowed = " or ".join(repr(key) for key in _GELU_FORMULAS)
             raise ActivationConfigError(
-                f"{self.name}: approximate must be {allowed}, got {approximate!r}")
-        self.approximate = approximate
-        self.formula = _GELU_FORMULAS[approximate]  # type: ignore[misc]  # per instance
+                f"{self.name}: approximate must be {allowed}, got {self.approximate!r}")
+        self.formula = _GELU_FORMULAS[self.approximate]  # type: ignore[misc]  # per instance
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x, approximate=self.approximate)
@@ -273,9 +280,7 @@ class Swish(Activation):
 
     name = "swish"
     formula = "x * sigmoid(x)"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.silu(x)
+    function = F.silu
 
 
 class Identity(Activation):
@@ -294,9 +299,7 @@ class SELU(Activation):
     name = "selu"
     formula = "1.0507 * (x if x > 0 else 1.6733 * (e^x - 1))"
     smooth = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.selu(x)
+    function = F.selu
 
 
 class CELU(Activation):
@@ -305,13 +308,8 @@ class CELU(Activation):
     name = "celu"
     formula = "x if x > 0 else alpha * (e^(x / alpha) - 1)"
     defaults = {"alpha": 1.0}
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = _number(self.name, "alpha", alpha, minimum=0.0, strict=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.celu(x, self.alpha)
+    bounds = {"alpha": (0.0, True)}
+    function = F.celu
 
 
 class Softplus(Activation):
@@ -320,14 +318,8 @@ class Softplus(Activation):
     name = "softplus"
     formula = "ln(1 + e^(beta x)) / beta"
     defaults = {"beta": 1.0, "threshold": 20.0}
-
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
-        super().__init__()
-        self.beta = _number(self.name, "beta", beta, minimum=0.0, strict=True)
-        self.threshold = _number(self.name, "threshold", threshold, minimum=0.0, strict=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.softplus(x, self.beta, self.threshold)
+    bounds = {"beta": (0.0, True), "threshold": (0.0, True)}
+    function = F.softplus
 
 
 class Softsign(Activation):
@@ -335,9 +327,7 @@ class Softsign(Activation):
 
     name = "softsign"
     formula = "x / (1 + |x|)"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.softsign(x)
+    function = F.softsign
 
 
 class LogSigmoid(Activation):
@@ -345,9 +335,7 @@ class LogSigmoid(Activation):
 
     name = "logsigmoid"
     formula = "-ln(1 + e^-x)"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.logsigmoid(x)
+    function = F.logsigmoid
 
 
 class ReLU6(Activation):
@@ -355,11 +343,8 @@ class ReLU6(Activation):
 
     name = "relu6"
     formula = "min(max(x, 0), 6)"
-    sparse = True
-    smooth = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu6(x)
+    sparse, smooth = True, False
+    function = F.relu6
 
 
 class Hardtanh(Activation):
@@ -369,18 +354,14 @@ class Hardtanh(Activation):
     formula = "min(max(x, min_val), max_val)"
     defaults = {"min_val": -1.0, "max_val": 1.0}
     smooth = False
+    function = F.hardtanh
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
-        super().__init__()
-        self.min_val = _number(self.name, "min_val", min_val)
-        self.max_val = _number(self.name, "max_val", max_val)
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
         if not self.min_val < self.max_val:
             raise ActivationConfigError(
                 f"{self.name}: min_val must be < max_val, got min_val={self.min_val:g}, "
                 f"max_val={self.max_val:g}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.hardtanh(x, self.min_val, self.max_val)
 
 
 class Hardswish(Activation):
@@ -388,16 +369,13 @@ class Hardswish(Activation):
 
     name = "hardswish"
     formula = "x * min(max(x + 3, 0), 6) / 6"
-    sparse = True
-    smooth = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.hardswish(x)
+    sparse, smooth = True, False
+    function = F.hardswish
 
 
 # --------------------------------------------------------------------------- TanhExp and Mish
 #
-# Shared pattern: `_kernel(x, need_grad)` returns the output and, when asked, a tensor from
+# Shared pattern: a kernel `f(x, need_grad)` returns the output and, when asked, a tensor from
 # which the backward pass gets the input gradient with one elementwise op. The module calls
 # the autograd Function only when a gradient is needed; in eval / no_grad it runs the cheaper
 # forward alone. float16/bfloat16 are computed in float32 (the identities below cancel badly
@@ -454,18 +432,37 @@ def _sigmoid_backward_into(grad: Tensor, s: Tensor, out: Tensor) -> Tensor:
     return torch.ops.aten.sigmoid_backward.grad_input(grad, s, grad_input=out)
 
 
-class _TanhExpFunction(torch.autograd.Function):
+Kernel = Callable[[Tensor, bool], "tuple[Tensor, Tensor | None]"]
+
+
+class _SavedSlopeFunction(torch.autograd.Function):
+    """Runs `kernel(x, True)`, which returns the output and its slope d = f'(x); saves d, so
+    that backward is one multiply."""
+
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        y, d = _tanhexp(x, need_grad=True)
+    def forward(ctx: Any, x: Tensor, kernel: Kernel) -> Tensor:
+        y, d = kernel(x, True)
         ctx.save_for_backward(d)
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (d,) = ctx.saved_tensors
-        return grad * d
+        return grad * d, None
+
+
+class KernelActivation(Activation):
+    """An activation computed by `kernel(x, need_grad)` (see above): through the autograd
+    Function when a gradient is needed, the cheaper forward alone otherwise."""
+
+    kernel: ClassVar[Kernel]
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernel = type(self).kernel
+        if x.requires_grad and torch.is_grad_enabled():
+            return _SavedSlopeFunction.apply(x, kernel)
+        return kernel(x, False)[0]
 
 
 def _mish(x: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -487,42 +484,20 @@ def _mish(x: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     return y.to(x.dtype), d.to(x.dtype)
 
 
-class _MishFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        y, d = _mish(x, need_grad=True)
-        ctx.save_for_backward(d)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (d,) = ctx.saved_tensors
-        return grad * d
-
-
-class Mish(Activation):
+class Mish(KernelActivation):
     """x * tanh(softplus(x)); smooth, non-monotonic, close to swish."""
 
     name = "mish"
     formula = "x * tanh(ln(1 + e^x))"
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.requires_grad and torch.is_grad_enabled():
-            return _MishFunction.apply(x)
-        return _mish(x, need_grad=False)[0]
+    kernel = _mish
 
 
-class TanhExp(Activation):
+class TanhExp(KernelActivation):
     """x * tanh(e^x) (Liu & Di 2020): about x for x > 0, a small negative dip below."""
 
     name = "tanhexp"
     formula = "x * tanh(e^x)"
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.requires_grad and torch.is_grad_enabled():
-            return _TanhExpFunction.apply(x)
-        return _tanhexp(x, need_grad=False)[0]
+    kernel = _tanhexp
 
 
 # --------------------------------------------------------------------------- registry
