@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from .cli import EXIT_FAILED, EXIT_OK, add_overrides, load_lab_config
 
@@ -121,6 +121,19 @@ def _resumed(args: argparse.Namespace):
     return study_dir, manifest, trials
 
 
+def _axis_values(axis_flag: str | None, one_flag: Any, what: str, parse: Callable[[str], tuple[Any, ...]],
+                 fallback: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The values of the activation or seed axis: `--{what}s` (an axis) wins, `--{what}` (one
+    value, set in the config) means no axis, else the [study] table's or the preset's."""
+    from actlab.engine.errors import UserError
+
+    if axis_flag is not None and one_flag is not None:
+        raise UserError(f"give --{what} (one) or --{what}s (an axis), not both")
+    if axis_flag is not None:
+        return parse(axis_flag)
+    return () if one_flag is not None else fallback
+
+
 def _planned(args: argparse.Namespace):
     """The spec from the config file, its [study] table, the preset and the flags; checked in full
     before anything is created."""
@@ -150,22 +163,10 @@ def _planned(args: argparse.Namespace):
     if init_only:
         config = config.replace(**{"train.epochs": 1, "probes.enabled": True})
 
-    if args.activations is not None and args.activation is not None:
-        raise UserError("give --activation (one) or --activations (an axis), not both")
-    if args.seeds is not None and args.seed is not None:
-        raise UserError("give --seed (one) or --seeds (an axis), not both")
-    if args.activations is not None:
-        activations = study.parse_activations(args.activations)
-    elif args.activation is not None:
-        activations = ()
-    else:
-        activations = table.get("activations") or (preset.activations if preset else ())
-    if args.seeds is not None:
-        seeds = study.parse_seeds(args.seeds)
-    elif args.seed is not None:
-        seeds = ()
-    else:
-        seeds = table.get("seeds") or (preset.seeds if preset else ())
+    activations = _axis_values(args.activations, args.activation, "activation", study.parse_activations,
+                               table.get("activations") or (preset.activations if preset else ()))
+    seeds = _axis_values(args.seeds, args.seed, "seed", study.parse_seeds,
+                         table.get("seeds") or (preset.seeds if preset else ()))
     axes: dict[str, tuple[Any, ...]] = dict(preset.axes if preset else ())
     labels = {key: f"--preset {preset.name}: {key} =" for key in axes} if preset else {}
     axes.update(dict(table.get("grid", ())))
