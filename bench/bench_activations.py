@@ -23,11 +23,7 @@ Data: FashionMNIST from ACTLAB_DATA or ../shared/datasets, else random data of i
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,38 +40,24 @@ def log(message: str) -> None:
 
 
 def load_data(device: torch.device, batches: int):
-    from actlab.engine.benchmark import fashion_shaped_data
-    from actlab.engine.data import load_dataset
+    from actlab.engine import benchmark as bm
 
-    source = os.environ.get("ACTLAB_DATA") or (str(SHARED) if (SHARED / "FashionMNIST" / "raw").is_dir() else "")
+    source = bm.fashion_source(SHARED)
     if source:
-        cache = Path(tempfile.gettempdir()) / "actlab-bench-cache"
-        full = load_dataset("fashion-mnist", device="cpu", seed=42, source=source, cache_dir=cache, fallback="none")
-        return fashion_shaped_data(batches * 256, device=device, source=full)
-    return fashion_shaped_data(batches * 256, device=device)
+        return bm.fashion_shaped_data(batches * 256, device=device, source=bm.load_fashion(source, device="cpu"))
+    return bm.fashion_shaped_data(batches * 256, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from actlab.engine import benchmark as bm
+
+    parser = bm.bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds of the forward+backward table (default 7)")
     parser.add_argument("--epoch-rounds", type=int, default=5, help="timed rounds of the epochs (default 5)")
     parser.add_argument("--batches", type=int, default=60, help="batches of 256 per timed epoch (default 60)")
     parser.add_argument("--activations", metavar="NAMES", help="comma-separated names (default: all registered)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                        help="wall: elapsed time; cpu: this process's CPU time (steadier on a busy machine, "
-                             "meaningful with --threads 1 on cpu)")
     parser.add_argument("--probes", action="store_true", help="time the epochs with the default probes attached")
-    args = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
-
-    from actlab.engine import benchmark as bm
-    from actlab.engine.device import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    args, device = bm.parse_bench_args(parser, argv)
     started = time.time()
     names = bm.parse_names(args.activations)
     data = load_data(device, args.batches)
@@ -87,26 +69,22 @@ def main(argv: list[str] | None = None) -> int:
 
     epochs = result["epochs"]["activations"]
     finite = result["table"].finite
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"activations-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = bm.bench_json(result)
     payload.update({"benchmark": "activations", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "seconds": time.time() - started, "threads": torch.get_num_threads(), "target": TARGET,
                     "timed": "table: one forward+backward call; epochs: TrainingRun.train_epoch over "
                              f"{args.batches} batches (no validation)"})
-    out.write_text(json.dumps(payload, indent=2))
-    print(f"results: {out.relative_to(REPO)}")
-
     over = sorted((n for n, e in epochs.items() if e["ratio_to_relu"]["median"] > TARGET),
                   key=lambda n: -epochs[n]["ratio_to_relu"]["median"])
     worst, ratio = result["worst"]
     hard = ", ".join(f"{n} {epochs[n]['ratio_to_relu']['median']:.3f}x" for n in ("tanhexp", "mish", "swish")
                      if n in epochs)
     unstable = [n for n in ("tanhexp", "mish") if n in finite and not finite[n].get("actlab", True)]
-    print(f"headline: slowest epoch vs relu: {worst} {ratio:.3f}x (target <= {TARGET:.2f}x: "
-          f"{'met' if not over else 'NOT met by ' + ', '.join(over)}); {hard}; actlab tanhexp/mish finite on "
-          f"[-1e4, 1e4]: {'yes' if not unstable else 'NO (' + ', '.join(unstable) + ')'}")
-    return 0
+    verdict = "met" if not over else "NOT met by " + ", ".join(over)
+    stable = "yes" if not unstable else "NO (" + ", ".join(unstable) + ")"
+    return bm.finish(RESULTS, "activations", payload, root=REPO,
+                     headline=f"slowest epoch vs relu: {worst} {ratio:.3f}x (target <= {TARGET:.2f}x: {verdict}); "
+                              f"{hard}; actlab tanhexp/mish finite on [-1e4, 1e4]: {stable}")
 
 
 if __name__ == "__main__":

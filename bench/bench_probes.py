@@ -25,8 +25,6 @@ Results go to bench/results/probes-<time>.json; the last line printed is the hea
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,12 +39,12 @@ SHARED = REPO.parent / "shared" / "datasets"
 
 
 def load_data(device: str, dataset: str):
+    from actlab.engine.benchmark import fashion_source, load_fashion
     from actlab.engine.data import load_dataset
 
-    source = os.environ.get("ACTLAB_DATA") or (str(SHARED) if (SHARED / "FashionMNIST" / "raw").is_dir() else "")
-    cache = Path(tempfile.gettempdir()) / "actlab-bench-cache"
+    source = fashion_source(SHARED)
     if source and dataset in ("auto", "fashion-mnist"):
-        return load_dataset("fashion-mnist", device=device, seed=42, source=source, cache_dir=cache, fallback="none")
+        return load_fashion(source, device=device)
     return load_dataset("digits", device=device, seed=42)
 
 
@@ -126,25 +124,20 @@ def run_once(config, data, probes_config, clock: str) -> tuple[list[float], list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from actlab.engine import benchmark as bm
+
+    parser = bm.bench_parser(__doc__.splitlines()[0],
+                             clock_help="wall: EpochDone.seconds; cpu: process CPU time (use with --threads 1)")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions after the warm-up (5)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is skipped (3)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                        help="wall: EpochDone.seconds; cpu: process CPU time (use with --threads 1)")
     parser.add_argument("--dataset", default="auto", choices=("auto", "fashion-mnist", "digits"),
                         help="auto: FashionMNIST when available, else digits")
-    args = parser.parse_args(argv)
+    args, device = bm.parse_bench_args(parser, argv)
 
     import torch
 
     from actlab.engine.config import LabConfig
-    from actlab.engine.device import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
     data = load_data(str(device), args.dataset)
     tmp = tempfile.TemporaryDirectory(prefix="actlab-bench-probes-")
     config = LabConfig().replace(**{"run.runs_dir": tmp.name, "run.device": device.type, "data.dataset": data.name,
@@ -207,22 +200,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{d['init_stats_cpu_s']:.3f} s, trained table {d['final_stats_cpu_s']:.3f} s "
           f"({(d['init_stats_cpu_s'] + d['final_stats_cpu_s']) / base:.2f} epochs without probes)")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"probes-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({
+    payload = {
         "dataset": data.name, "sizes": list(data.sizes), "device": str(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": sys.version.split()[0], "machine": platform.platform(),
         "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()), "reps": args.reps, "epochs": args.epochs,
         "clock": args.clock,
         "hidden_sizes": list(config.model.hidden_sizes), "activation": config.model.activation,
         "variants": summary, "exact_pass_s": exact_s,
-    }, indent=2))
-    print(f"results: {out.relative_to(REPO)}")
-    print(f"headline: shipped default probe set: {d['probe_share_pct']:.2f}% of an epoch spent in the probes, "
-          f"{d['overhead_pct']:+.2f}% epoch time vs no probes ({args.reps} interleaved reps, {args.clock} clock; "
-          f"target <= 3%)")
-    return 0
-
+    }
+    return bm.finish(RESULTS, "probes", payload, root=REPO,
+                     headline=f"shipped default probe set: {d['probe_share_pct']:.2f}% of an epoch spent in the "
+                              f"probes, {d['overhead_pct']:+.2f}% epoch time vs no probes ({args.reps} interleaved "
+                              f"reps, {args.clock} clock; target <= 3%)")
 
 if __name__ == "__main__":
     sys.exit(main())

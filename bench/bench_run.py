@@ -25,7 +25,6 @@ shape (said in the output).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -45,18 +44,19 @@ def log(message: str) -> None:
 
 
 def data_source() -> str:
-    return os.environ.get("ACTLAB_DATA") or (str(SHARED) if (SHARED / "FashionMNIST" / "raw").is_dir() else "")
+    from actlab.engine.benchmark import fashion_source
+
+    return fashion_source(SHARED)
 
 
-def load_data(device, cache: Path):
-    from actlab.engine.benchmark import fashion_shaped_data
-    from actlab.engine.data import load_dataset
+def load_data(device):
+    from actlab.engine import benchmark as bm
 
     source = data_source()
     if source:
-        data = load_dataset("fashion-mnist", device=device, seed=42, source=source, cache_dir=cache, fallback="none")
-        return data, f"FashionMNIST from {source}"
-    return fashion_shaped_data(50000, device=device), "FashionMNIST not found (set ACTLAB_DATA): random data of its shape"
+        return bm.load_fashion(source, device=device), f"FashionMNIST from {source}"
+    return (bm.fashion_shaped_data(50000, device=device),
+            "FashionMNIST not found (set ACTLAB_DATA): random data of its shape")
 
 
 class RunEpochs:
@@ -85,6 +85,8 @@ class RunEpochs:
 
 def measure_startup(args) -> int:
     """CPU seconds of a fresh `actlab run --headless` process until its first step is done."""
+    from actlab.engine.benchmark import target_check
+
     source = data_source()
     if not source:
         log("bench_run --startup: FashionMNIST not found (set ACTLAB_DATA)")
@@ -125,40 +127,33 @@ def measure_startup(args) -> int:
     if cached:
         print(f"  cached runs: median {median:.2f} s  (all: {', '.join(f'{x:.2f}' for x in cached)})")
     print(f"headline: first step after {median:.2f} s CPU on cached FashionMNIST "
-          f"(target <= {TARGET_STARTUP_S} s: {'met' if median <= TARGET_STARTUP_S else 'NOT met'})")
+          + target_check(median, TARGET_STARTUP_S, shown=f"{TARGET_STARTUP_S} s"))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from actlab.engine import benchmark as bm
+
+    parser = bm.bench_parser(__doc__.split("\n\n")[0],
+                             clock_help="wall: elapsed time; cpu: this process's CPU time (with --threads 1 on cpu)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up rounds, not kept (default 1)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                        help="wall: elapsed time; cpu: this process's CPU time (with --threads 1 on cpu)")
     parser.add_argument("--no-probes-variant", action="store_true", help="skip 'run, no probes'")
     parser.add_argument("--startup", action="store_true", help="measure the start instead (fresh processes)")
     parser.add_argument("--startup-runs", type=int, default=3, help="cached start-ups to time (default 3)")
-    args = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
+    args, device = bm.parse_bench_args(parser, argv)
     if args.startup:
         return measure_startup(args)
 
     import torch
 
-    from actlab.engine import benchmark as bm
     from actlab.engine.config import LabConfig
-    from actlab.engine.device import resolve_device
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
     clock = bm.clock_function(args.clock)
     started = time.time()
     log(f"bench_run: device {device}, {torch.get_num_threads()} threads, loading data ...")
     tmp = Path(tempfile.mkdtemp(prefix="actlab-bench-run-"))
-    data, note = load_data(device, Path(tempfile.gettempdir()) / "actlab-bench-cache")
+    data, note = load_data(device)
     base = {"run.device": device.type, "run.runs_dir": str(tmp / "runs"), "train.epochs": 100000,
             "train.patience": 0}
     runs = {"run": RunEpochs(LabConfig().replace(**base), data, clock)}
@@ -184,21 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         for phase, values in phases[name].items():
             samples[f"{name}: {phase}"] = values
     summaries = {k: bm.summarize(v) for k, v in samples.items() if v and max(v) > 0}
-
-    def ratio(a: str, b: str):
-        return bm.paired_ratio(samples[a], samples[b]) if a in samples and b in samples else None
-
-    ratios = {
-        "run/bare": ratio("run", "bare"),
-        "run: train/bare: train": ratio("run: train", "bare: train"),
-        "run, no probes/bare": ratio("run, no probes", "bare"),
-        "run, no probes: train/gemm": ratio("run, no probes: train", "gemm"),
-        "bare: train/gemm": ratio("bare: train", "gemm"),
-        "run/gemm": ratio("run", "gemm"),
-        "run/bare, CUDA graph": ratio("run", "bare, CUDA graph"),
-        "run, no probes/bare, CUDA graph": ratio("run, no probes", "bare, CUDA graph"),
-    }
-    ratios = {k: v for k, v in ratios.items() if v is not None}
+    ratios = bm.paired_ratios(samples, [
+        ("run", "bare"), ("run: train", "bare: train"), ("run, no probes", "bare"), ("run, no probes: train", "gemm"),
+        ("bare: train", "gemm"), ("run", "gemm"), ("run", "bare, CUDA graph"), ("run, no probes", "bare, CUDA graph")])
 
     print(f"one epoch = {steps} batches of 256 + validation of {data.val_x.shape[0]}; {args.clock} clock; median of "
           f"{args.rounds} rounds [q1 .. q3]; device {device}, {torch.get_num_threads()} threads; {note}")
@@ -215,31 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     for warning in warnings:
         print(warning)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"run-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({
+    payload = {
         "benchmark": "run", "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": time.time() - started,
         "machine": bm.machine_info(device), "data": note, "steps": steps, "clock": args.clock, "rounds": args.rounds,
         "warmup": args.warmup, "samples": samples, "summaries": summaries, "ratios": ratios,
         "targets": {"run/bare": f"<= {TARGET_RUN_VS_BARE}", "run, no probes: train/gemm": f"<= {TARGET_ENGINE_VS_GEMM}"},
-    }, indent=2))
-    print(f"results: {out.relative_to(REPO)}")
-    parts = []
-    if "run/bare" in ratios:
-        r = ratios["run/bare"]["median"]
-        parts.append(f"default run epoch = {r:.3f}x the bare loop "
-                     f"(target <= {TARGET_RUN_VS_BARE}: {'met' if r <= TARGET_RUN_VS_BARE else 'NOT met'})")
-    if "run, no probes: train/gemm" in ratios:
-        r = ratios["run, no probes: train/gemm"]["median"]
-        parts.append(f"engine without probes = {r:.3f}x the GEMM bound "
-                     f"(target <= {TARGET_ENGINE_VS_GEMM}: {'met' if r <= TARGET_ENGINE_VS_GEMM else 'NOT met'})")
-    if "run/bare, CUDA graph" in ratios:
-        r = ratios["run/bare, CUDA graph"]["median"]
-        parts.append(f"default run epoch = {r:.3f}x the bare CUDA-graph loop (target <= 1.2: "
-                     f"{'met' if r <= 1.2 else 'NOT met'})")
-    print("headline: " + "; ".join(parts))
-    return 0
-
+    }
+    claims = (("run/bare", "default run epoch = {:.3f}x the bare loop", TARGET_RUN_VS_BARE),
+              ("run, no probes: train/gemm", "engine without probes = {:.3f}x the GEMM bound",
+               TARGET_ENGINE_VS_GEMM),
+              ("run/bare, CUDA graph", "default run epoch = {:.3f}x the bare CUDA-graph loop", 1.2))
+    parts = [f"{claim.format(ratios[key]['median'])} {bm.target_check(ratios[key]['median'], target)}"
+             for key, claim, target in claims if key in ratios]
+    return bm.finish(RESULTS, "run", payload, "; ".join(parts), root=REPO)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,6 @@ Data: FashionMNIST from ACTLAB_DATA or ../shared/datasets (digits with --dataset
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,30 +35,15 @@ SHARED = REPO.parent / "shared" / "datasets"
 TARGET = 1.6
 
 
-class Quiet:
-    """A listener that only counts."""
-
-    def __init__(self) -> None:
-        self.finished: list = []
-
-    def trial_started(self, task, worker):
-        pass
-
-    def trial_progress(self, progress):
-        pass
-
-    def trial_finished(self, outcome):
-        self.finished.append(outcome)
-
-
 def run_arm(tasks_for, workers: int, threads: int, folder: Path) -> tuple[float, list]:
+    from actlab.engine.benchmark import OutcomeCollector
     from actlab.engine.executors.local import LocalExecutor
 
     tasks = tasks_for(folder, threads)
-    listener = Quiet()
+    listener = OutcomeCollector()
     started = time.perf_counter()
     LocalExecutor(workers=workers, threads=threads, device="cpu").run(tasks, listener)
-    return time.perf_counter() - started, listener.finished
+    return time.perf_counter() - started, listener.outcomes
 
 
 def main() -> int:
@@ -72,6 +56,7 @@ def main() -> int:
     if args.dataset in ("fashion-mnist", "mnist") and not os.environ.get("ACTLAB_DATA") and SHARED.is_dir():
         os.environ["ACTLAB_DATA"] = str(SHARED)
 
+    from actlab.engine.benchmark import save_results
     from actlab.engine.config import config_from_dict
     from actlab.engine.executors import TrialTask
 
@@ -107,12 +92,10 @@ def main() -> int:
     ratios = [a["trials_per_hour"] / b["trials_per_hour"] for a, b in zip(rows[0::2], rows[1::2])]
     ratio = statistics.median(ratios)
     load_after = os.getloadavg()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"study-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"rows": rows, "ratios": ratios, "median_ratio": ratio, "target": TARGET,
-                               "load_before": load_before, "load_after": load_after, "cores": os.cpu_count(),
-                               "epochs": args.epochs, "activations": names, "dataset": args.dataset},
-                              indent=1) + "\n")
+    out = save_results(RESULTS, "study", {"rows": rows, "ratios": ratios, "median_ratio": ratio, "target": TARGET,
+                                          "load_before": load_before, "load_after": load_after,
+                                          "cores": os.cpu_count(), "epochs": args.epochs, "activations": names,
+                                          "dataset": args.dataset}, indent=1)
     print(f"trials per hour, 2 workers x 1 thread / 1 worker x 2 threads: {ratio:.2f}x "
           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target >= {TARGET}; load average "
           f"{load_before[0]:.2f} -> {load_after[0]:.2f}); {out.relative_to(REPO)}")

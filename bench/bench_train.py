@@ -34,11 +34,7 @@ transforms, so the tutorial's per-sample cost is the same) and a note in the out
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -86,19 +82,16 @@ def load_data(device: torch.device):
     """(engine DataSplits, tutorial training Dataset, note)."""
     from torchvision import datasets, transforms
 
-    from actlab.engine.benchmark import fashion_shaped_data
-    from actlab.engine.data import load_dataset
+    from actlab.engine import benchmark as bm
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-    source = os.environ.get("ACTLAB_DATA") or (str(SHARED) if (SHARED / "FashionMNIST" / "raw").is_dir() else "")
-    cache = Path(tempfile.gettempdir()) / "actlab-bench-cache"
+    source = bm.fashion_source(SHARED)
     if source:
-        splits = load_dataset("fashion-mnist", device=device, seed=SEED, source=source, cache_dir=cache,
-                              fallback="none")
-        full = datasets.FashionMNIST(root=str(cache), train=True, download=False, transform=transform)
+        splits = bm.load_fashion(source, device=device, seed=SEED)
+        full = datasets.FashionMNIST(root=str(bm.bench_cache()), train=True, download=False, transform=transform)
         note = f"FashionMNIST from {source}"
     else:
-        splits = fashion_shaped_data(TRAIN, device=device)
+        splits = bm.fashion_shaped_data(TRAIN, device=device)
         full = _SyntheticFashion(TRAIN + VAL, transform)
         note = "FashionMNIST not found (set ACTLAB_DATA): random data of its shape"
     train, _ = torch.utils.data.random_split(full, [TRAIN, VAL], generator=torch.Generator().manual_seed(SEED))
@@ -139,24 +132,13 @@ def tutorial_epoch(train_set, device: torch.device):
 # --- main ----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from actlab.engine import benchmark as bm
+
+    parser = bm.bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up rounds, not kept (default 1)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
-                        help="wall: elapsed time; cpu: this process's CPU time (steadier on a busy machine, "
-                             "meaningful with --threads 1 on cpu)")
     parser.add_argument("--no-tutorial", action="store_true", help="skip (1), the slowest variant")
-    args = parser.parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
-
-    from actlab.engine import benchmark as bm
-    from actlab.engine.device import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    args, device = bm.parse_bench_args(parser, argv)
     started = time.time()
     log(f"bench_train: device {device}, {torch.get_num_threads()} threads, loading data ...")
     splits, train_set, note = load_data(device)
@@ -200,22 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {k: bm.summarize(v) for k, v in samples.items()}
     if probe_stats:
         summaries["probes_epoch_stats"] = bm.summarize(probe_stats[args.warmup:] or probe_stats)
-
-    def ratio(a: str, b: str) -> dict | None:
-        return bm.paired_ratio(samples[a], samples[b]) if a in samples and b in samples else None
-
-    ratios = {
-        "tutorial/engine+probes": ratio("tutorial", "engine+probes"),
-        "tutorial/engine": ratio("tutorial", "engine"),
-        "engine+probes/gemm": ratio("engine+probes", "gemm"),
-        "engine/gemm": ratio("engine", "gemm"),
-        "engine+probes/engine": ratio("engine+probes", "engine"),
-    }
+    ratios = bm.paired_ratios(samples, [("tutorial", "engine+probes"), ("tutorial", "engine"),
+                                        ("engine+probes", "gemm"), ("engine", "gemm"), ("engine+probes", "engine")])
     if probe_stats and "engine+probes" in samples:
         kept = probe_stats[args.warmup:] or probe_stats
         with_stats = [a + b for a, b in zip(samples["engine+probes"], kept)]
         ratios["engine+probes+epoch_stats/gemm"] = bm.paired_ratio(with_stats, samples["gemm"])
-    ratios = {k: v for k, v in ratios.items() if v is not None}
 
     print(f"one epoch = {steps} batches of {BATCH}; {args.clock} clock; median over {args.rounds} rounds "
           f"[q1 .. q3]; device {device}, {torch.get_num_threads()} threads; {note}")
@@ -228,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, r in ratios.items():
         print(f"  {key:<36} {r['median']:8.3f}   [{r['q1']:.3f} .. {r['q3']:.3f}]")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"train-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({
+    payload = {
         "benchmark": "train", "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": time.time() - started,
         "machine": bm.machine_info(device), "data": note, "steps": steps, "batch": BATCH, "clock": args.clock,
         "rounds": args.rounds, "warmup": args.warmup,
@@ -240,22 +210,18 @@ def main(argv: list[str] | None = None) -> int:
                   "gemm": "the 14 torch.mm per step of the 195 steps"},
         "samples": samples, "probes_epoch_stats": probe_stats, "summaries": summaries, "ratios": ratios,
         "targets": {"tutorial/engine+probes": f">= {TARGET_VS_TUTORIAL}", "engine+probes/gemm": f"<= {TARGET_VS_GEMM}"},
-    }, indent=2))
-    print(f"results: {out.relative_to(REPO)}")
-
+    }
     parts = []
     key3 = "engine+probes" if "engine+probes" in samples else "engine"
     label3 = "(3)" if key3 == "engine+probes" else "(2) [(3) unavailable]"
     if f"tutorial/{key3}" in ratios:
         r = ratios[f"tutorial/{key3}"]["median"]
         parts.append(f"(1)/{label3} = {r:.2f}x faster than the tutorial loop "
-                     f"(target >= {TARGET_VS_TUTORIAL:.1f}x: {'met' if r >= TARGET_VS_TUTORIAL else 'NOT met'})")
+                     + bm.target_check(r, TARGET_VS_TUTORIAL, at_most=False, shown=f"{TARGET_VS_TUTORIAL:.1f}x"))
     r = ratios[f"{key3}/gemm"]["median"]
     parts.append(f"{label3}/(4) = {r:.3f}x the GEMM bound "
-                 f"(target <= {TARGET_VS_GEMM:.2f}x: {'met' if r <= TARGET_VS_GEMM else 'NOT met'})")
-    print("headline: " + "; ".join(parts))
-    return 0
-
+                 + bm.target_check(r, TARGET_VS_GEMM, shown=f"{TARGET_VS_GEMM:.2f}x"))
+    return bm.finish(RESULTS, "train", payload, "; ".join(parts), root=REPO)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import platform
 import re
@@ -148,13 +147,13 @@ patience = 0
     return dataset, source
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+def headline(result: dict) -> str:
+    """The last line printed: the saved figures against their targets."""
+    keys = sum(len(values) for values in result["keypress_ui_ms"].values())
+    return (f"first frame {result['first_frame_median_s'] * 1000:.0f} ms (target < 1000); keypress-to-screen "
+            f"p95 {result['keypress_ui_p95_ms']:.0f} ms (target < 100) over {keys} keys while training "
+            f"{result['dataset']}; engine ack p95 {result['engine_ack_p95_ms']:.0f} ms; "
+            f"q exits in {result['quit_to_exit_s']:.2f} s")
 
 
 def main() -> int:
@@ -250,6 +249,7 @@ def main() -> int:
     tail = term.text_since(0)[-400:]
     term.close()
     runs = sorted((work / "runs").glob("*/checkpoints/last.pt"))
+    from actlab.engine.benchmark import quantile, save_results  # after the timing: torch loads slowly
 
     all_ui = [v for values in ui.values() for v in values]
     all_ack = [v for values in ack.values() for v in values]
@@ -260,34 +260,30 @@ def main() -> int:
         "first_frame_s": first_frames, "first_frame_median_s": statistics.median(first_frames),
         "baseline_first_frame_s": baseline_frames,
         "keypress_ui_ms": {k: [round(v * 1000, 2) for v in vals] for k, vals in ui.items()},
-        "keypress_ui_p50_ms": pct(all_ui, 0.5) * 1000, "keypress_ui_p95_ms": pct(all_ui, 0.95) * 1000,
+        "keypress_ui_p50_ms": quantile(all_ui, 0.5) * 1000, "keypress_ui_p95_ms": quantile(all_ui, 0.95) * 1000,
         "keypress_ui_max_ms": max(all_ui, default=float("nan")) * 1000,
         "engine_ack_ms": {k: [round(v * 1000, 2) for v in vals] for k, vals in ack.items()},
-        "engine_ack_p95_ms": pct(all_ack, 0.95) * 1000,
+        "engine_ack_p95_ms": quantile(all_ack, 0.95) * 1000,
         "missed_keys": misses,
         "screen_bytes_per_s_training": bytes_per_s,
         "quit_to_exit_s": quit_s, "quit_exit_code": exit_code, "checkpoints_after_quit": len(runs),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"tui-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = save_results(RESULTS, "tui", result)
 
     for label, values in ui.items():
         if values:
-            print(f"  {label:<20} n={len(values):>3}  p50 {pct(values, .5) * 1000:6.1f} ms  "
-                  f"p95 {pct(values, .95) * 1000:6.1f} ms  max {max(values) * 1000:6.1f} ms")
+            print(f"  {label:<20} n={len(values):>3}  p50 {quantile(values, .5) * 1000:6.1f} ms  "
+                  f"p95 {quantile(values, .95) * 1000:6.1f} ms  max {max(values) * 1000:6.1f} ms")
     for label, values in ack.items():
         if values:
-            print(f"  engine ack {label:<9} n={len(values):>3}  p50 {pct(values, .5) * 1000:6.1f} ms  "
-                  f"p95 {pct(values, .95) * 1000:6.1f} ms")
+            print(f"  engine ack {label:<9} n={len(values):>3}  p50 {quantile(values, .5) * 1000:6.1f} ms  "
+                  f"p95 {quantile(values, .95) * 1000:6.1f} ms")
     print(f"  screen output while training: {bytes_per_s / 1024:.1f} KiB/s; missed keys: {misses}")
     print(f"  q -> exit {quit_s:.2f} s (exit code {exit_code}), checkpoints written: {len(runs)}")
     if exit_code is None or quit_s != quit_s:
         print("  output tail: " + tail)
     print(f"  results: {out.relative_to(REPO)}")
-    print(f"first frame {statistics.median(first_frames) * 1000:.0f} ms (target < 1000); keypress-to-screen "
-          f"p95 {result['keypress_ui_p95_ms']:.0f} ms (target < 100) over {len(all_ui)} keys while training "
-          f"{dataset}; engine ack p95 {result['engine_ack_p95_ms']:.0f} ms; q exits in {quit_s:.2f} s")
+    print(headline(result))
     return 0
 
 

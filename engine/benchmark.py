@@ -24,16 +24,20 @@ What is measured:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -106,8 +110,11 @@ def interleave(variants: Mapping[str, Callable[[], Any]], *, rounds: int, warmup
     return samples
 
 
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of an ordered sequence."""
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (0 <= q <= 1) of the values, in any order; NaN when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
     if len(ordered) == 1:
         return ordered[0]
     pos = q * (len(ordered) - 1)
@@ -122,7 +129,7 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
         raise ValueError("no samples to summarise")
     ordered = sorted(samples)
     median = statistics.median(ordered)
-    q1, q3 = _quantile(ordered, 0.25), _quantile(ordered, 0.75)
+    q1, q3 = quantile(ordered, 0.25), quantile(ordered, 0.75)
     return {"median": median, "q1": q1, "q3": q3, "min": ordered[0], "max": ordered[-1],
             "spread": (q3 - q1) / median if median > 0 else 0.0, "n": len(ordered)}
 
@@ -131,9 +138,15 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> di
     """Per-round ratios numerator/denominator: their median, quartiles and extremes, and
     the ratio of the two medians (the same figure taken the other way)."""
     ratios = sorted(a / b for a, b in zip(numerator, denominator))
-    return {"median": statistics.median(ratios), "q1": _quantile(ratios, 0.25), "q3": _quantile(ratios, 0.75),
+    return {"median": statistics.median(ratios), "q1": quantile(ratios, 0.25), "q3": quantile(ratios, 0.75),
             "min": ratios[0], "max": ratios[-1],
             "of_medians": statistics.median(numerator) / statistics.median(denominator)}
+
+
+def paired_ratios(samples: Mapping[str, Sequence[float]],
+                  pairs: Sequence[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """`paired_ratio` of each (a, b) pair as "a/b", for the pairs whose two variants were both timed."""
+    return {f"{a}/{b}": paired_ratio(samples[a], samples[b]) for a, b in pairs if a in samples and b in samples}
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -692,3 +705,90 @@ def bench_json(result: dict[str, Any]) -> dict[str, Any]:
     out = dict(result)
     out["table"] = result["table"].to_dict()
     return out
+
+
+# --- the scripts under bench/: their common arguments, data and results -------------------
+
+#: the --clock help of the scripts that time with `clock_function`
+CLOCK_HELP = ("wall: elapsed time; cpu: this process's CPU time (steadier on a busy machine, "
+              "meaningful with --threads 1 on cpu)")
+
+
+def bench_parser(description: str, *, clock_help: str = CLOCK_HELP) -> argparse.ArgumentParser:
+    """An argument parser with --device, --threads and --clock, spelled the same in every bench script."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", default="wall", choices=CLOCKS, help=clock_help)
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser,
+                     argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, torch.device]:
+    """Parse `bench_parser`'s arguments, line-buffer stdout (progress shows as it happens), apply
+    --threads (0 keeps torch's choice) and resolve --device, before anything is timed."""
+    from .device import resolve_device
+
+    args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, resolve_device(args.device)
+
+
+def fashion_source(shared: Path) -> str:
+    """Where the bench scripts read FashionMNIST: ACTLAB_DATA, else `shared` when it holds
+    FashionMNIST/raw, else "" (the caller falls back to data of its shape)."""
+    return os.environ.get("ACTLAB_DATA") or (str(shared) if (Path(shared) / "FashionMNIST" / "raw").is_dir() else "")
+
+
+def bench_cache() -> Path:
+    """The decoded-dataset cache the bench scripts share, so only the first run decodes."""
+    return Path(tempfile.gettempdir()) / "actlab-bench-cache"
+
+
+def load_fashion(source: str, device: torch.device | str = "cpu", seed: int = 42) -> Any:
+    """FashionMNIST `DataSplits` from `source` through `bench_cache()`, never downloading."""
+    from .data import load_dataset
+
+    return load_dataset("fashion-mnist", device=device, seed=seed, source=source, cache_dir=bench_cache(),
+                        fallback="none")
+
+
+def save_results(folder: Path, benchmark: str, payload: Mapping[str, Any], *, indent: int = 2) -> Path:
+    """Write `payload` as folder/<benchmark>-<local time>.json (folder created) and return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{benchmark}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(payload, indent=indent))
+    return out
+
+
+def target_check(value: float, target: float, *, at_most: bool = True, shown: str | None = None) -> str:
+    """The headline's "(target <= 1.15x: met)" clause; `shown` is how the target is written."""
+    met = value <= target if at_most else value >= target
+    return f"(target {'<=' if at_most else '>='} {target if shown is None else shown}: {'met' if met else 'NOT met'})"
+
+
+def finish(folder: Path, benchmark: str, payload: Mapping[str, Any], headline: str, *, root: Path) -> int:
+    """Save the results, print their path (relative to `root`) and, last, the headline; exit code 0."""
+    out = save_results(folder, benchmark, payload)
+    print(f"results: {out.relative_to(root)}")
+    print(f"headline: {headline}")
+    return 0
+
+
+class OutcomeCollector:
+    """A `StudyListener` that only keeps the outcomes, for timing an executor with nothing drawn."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Any] = []
+
+    def trial_started(self, task: Any, worker: str) -> None:
+        """Nothing to show."""
+
+    def trial_progress(self, progress: Any) -> None:
+        """Nothing to show."""
+
+    def trial_finished(self, outcome: Any) -> None:
+        """Kept in `outcomes`, in the order the trials ended."""
+        self.outcomes.append(outcome)
