@@ -18,11 +18,9 @@ import torch
 
 from .. import metrics
 from ..config import ProbesConfig
-from .base import Moment, QuantityBase
-from .neurons import SampledNonzero
-from .report import Report
-from .schedules import Clock, StratifiedSample
-from .step_record import GRADIENTS, StepRecord, report_rates
+from .rates import SampledRates
+from .schedules import Clock
+from .step_record import GRADIENTS, StepRecord
 from .watched import LayerMap
 
 
@@ -36,44 +34,25 @@ def gradient_rate_metrics(zero_steps: torch.Tensor, steps: int, activation_rate:
     return out
 
 
-class GradientRates(QuantityBase):
+class GradientRates(SampledRates):
     """grad_death_rate, grad_dead_live (every step, from the step record) and
     grad_activation_rate (sampled steps), under the activation each linear layer feeds."""
 
     records = frozenset({GRADIENTS})
-
-    def __init__(self, clock: Clock, *, sample_every: int = 64) -> None:
-        super().__init__(StratifiedSample(sample_every))
-        self.clock = clock
-        self._record: StepRecord | None = None
-        self._names: list[str] = []
-        self._owners: dict[str, str] = {}
-        self._sampled: SampledNonzero | None = None
+    kind = "grad"
+    rate_metrics = staticmethod(gradient_rate_metrics)
 
     @classmethod
     def from_config(cls, config: ProbesConfig, clock: Clock) -> "GradientRates | None":
         return cls(clock, sample_every=config.sample_every) if config.grad_rates else None
 
     def attach(self, layers: LayerMap, record: StepRecord) -> None:
-        self._record = record
-        self._names = [layer.name for layer in layers.linears]
-        self._owners = layers.paired_linears
-        if self._sampled is None or self._sampled.keys != self._names:
-            self._sampled = SampledNonzero(self._names)
+        self.attach_names(record, [layer.name for layer in layers.linears])
+        self.owners = layers.paired_linears
 
-    def epoch_start(self, epoch: int) -> None:
-        if self._sampled is not None:
-            self._sampled.reset()
+    def recorded(self, record: StepRecord) -> bool:
+        return bool(record.gradients)
 
     def backward(self, grads: list[torch.Tensor]) -> None:
-        for name, g in zip(self._names, grads):
-            self._sampled.observe(name, g)
-
-    def step_end(self) -> None:
-        self._sampled.end_step(self.steps.weight(self.clock.step))
-
-    def report(self, moment: Moment, epoch: int, report: Report) -> None:
-        record = self._record
-        if moment is Moment.TRAINED or record is None or not record.gradients:
-            return
-        report_rates(report, record, self._sampled, "grad", self._names, gradient_rate_metrics, self._owners)
+        for name, g in zip(self.names, grads):
+            self.sampled.observe(name, g)

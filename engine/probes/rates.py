@@ -35,6 +35,8 @@ the dropped units).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from .. import metrics
@@ -43,7 +45,7 @@ from .base import Moment, QuantityBase
 from .neurons import SampledNonzero
 from .report import Report
 from .schedules import Clock, StratifiedSample
-from .step_record import ACTIVATION_OUTPUTS, DROPOUT_OUTPUTS, StepRecord, report_rates
+from .step_record import ACTIVATION_OUTPUTS, DROPOUT_OUTPUTS, RateMetrics, StepRecord, report_rates
 from .watched import Layer, LayerMap
 
 
@@ -56,18 +58,58 @@ def output_rate_metrics(zero_batches: torch.Tensor, batches: int, activation_rat
     return out
 
 
-class OutputRates(QuantityBase):
+class SampledRates(QuantityBase):
+    """What both rate probes share: the exact death rate from the step record and the sampled
+    activation rate (`SampledNonzero` on the steps `StratifiedSample` draws), reported per layer
+    of `names` by `report_rates` under the segment kind `kind`. A subclass feeds `sampled` and
+    sets `names` (and `owners`, where a layer reports under another name) in `attach`."""
+
+    kind: ClassVar[str] = ""
+    rate_metrics: ClassVar[RateMetrics]  # set with staticmethod(...)
+
+    def __init__(self, clock: Clock, *, sample_every: int = 64) -> None:
+        super().__init__(StratifiedSample(sample_every))
+        self.clock = clock
+        self.step_record: StepRecord | None = None
+        self.names: list[str] = []
+        self.owners: dict[str, str] = {}
+        self.sampled: SampledNonzero | None = None
+
+    def attach_names(self, record: StepRecord, names: list[str]) -> None:
+        """Watch `names` of `record` (keeps the sampled counts when the layers are the same)."""
+        self.step_record, self.names = record, names
+        if self.sampled is None or self.sampled.keys != names:
+            self.sampled = SampledNonzero(names)
+
+    def recorded(self, record: StepRecord) -> bool:
+        """Whether the step record holds what this probe reads."""
+        raise NotImplementedError
+
+    def epoch_start(self, epoch: int) -> None:
+        if self.sampled is not None:
+            self.sampled.reset()
+
+    def step_end(self) -> None:
+        self.sampled.end_step(self.steps.weight(self.clock.step))
+
+    def report(self, moment: Moment, epoch: int, report: Report) -> None:
+        record = self.step_record
+        if moment is Moment.TRAINED or record is None or not self.recorded(record):
+            return
+        report_rates(report, record, self.sampled, self.kind, self.names, self.rate_metrics, self.owners)
+
+
+class OutputRates(SampledRates):
     """death_rate (every batch, from the step record) and activation_rate (sampled batches)."""
 
     records = frozenset({ACTIVATION_OUTPUTS, DROPOUT_OUTPUTS})
+    kind = "out"
+    rate_metrics = staticmethod(output_rate_metrics)
 
     def __init__(self, clock: Clock, *, sample_every: int = 64, sample_rows: int = 64) -> None:
-        super().__init__(StratifiedSample(sample_every))
-        self.clock = clock
+        super().__init__(clock, sample_every=sample_every)
         self.sample_rows = sample_rows
         self._rows: int | None = sample_rows
-        self._record: StepRecord | None = None
-        self._sampled: SampledNonzero | None = None
 
     @classmethod
     def from_config(cls, config: ProbesConfig, clock: Clock) -> "OutputRates | None":
@@ -76,27 +118,17 @@ class OutputRates(QuantityBase):
         return cls(clock, sample_every=config.sample_every, sample_rows=config.sample_rows)
 
     def watches(self, layer: Layer) -> bool:
-        return self._record is not None and layer.name in self._record.outputs
+        return self.step_record is not None and layer.name in self.step_record.outputs
 
     def attach(self, layers: LayerMap, record: StepRecord) -> None:
-        self._record = record
-        names = list(record.outputs)
-        if self._sampled is None or self._sampled.keys != names:
-            self._sampled = SampledNonzero(names)
+        self.attach_names(record, list(record.outputs))
+
+    def recorded(self, record: StepRecord) -> bool:
+        return bool(record.outputs)
 
     def epoch_start(self, epoch: int) -> None:
         self._rows = None if epoch == 0 else self.sample_rows  # the init batch counts every row
-        if self._sampled is not None:
-            self._sampled.reset()
+        super().epoch_start(epoch)
 
     def forward(self, layer: Layer, z: torch.Tensor | None, y: torch.Tensor) -> None:
-        self._sampled.observe(layer.name, y if self._rows is None else y[: self._rows])
-
-    def step_end(self) -> None:
-        self._sampled.end_step(self.steps.weight(self.clock.step))
-
-    def report(self, moment: Moment, epoch: int, report: Report) -> None:
-        record = self._record
-        if moment is Moment.TRAINED or record is None or not record.outputs:
-            return
-        report_rates(report, record, self._sampled, "out", list(record.outputs), output_rate_metrics)
+        self.sampled.observe(layer.name, y if self._rows is None else y[: self._rows])
