@@ -59,6 +59,17 @@ class StudyListener(Protocol):
         """The trial ended (any status, interrupted included)."""
 
 
+@dataclass
+class StopFlag:
+    """The stop request both executors keep: `request_stop` only sets a flag (safe from a
+    signal handler), and `run` reads `stop_requested` between its steps."""
+
+    stop_requested: bool = field(default=False, init=False)
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+
 class Executor(Protocol):
     """Runs tasks to their end or until `request_stop`; never runs one trial twice at once."""
 

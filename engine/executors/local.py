@@ -17,12 +17,12 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Sequence
 
-from .base import StudyListener, TrialOutcome, TrialProgress, TrialTask
+from .base import StopFlag, StudyListener, TrialOutcome, TrialProgress, TrialTask
 
 #: a trial whose worker died this many times is recorded as failed (not retried forever)
 MAX_WORKER_DEATHS = 2
@@ -162,7 +162,7 @@ class _Worker:
 
 
 @dataclass
-class LocalExecutor:
+class LocalExecutor(StopFlag):
     """`workers` processes with `threads` torch threads each; `device` cuda spreads them over GPUs."""
 
     workers: int = 0
@@ -171,10 +171,6 @@ class LocalExecutor:
     per_device: int = 1
     study_dir: str = ""  # the study folder whose lock workers share ("" = no lock)
     start_method: str = "spawn"
-    _stop: bool = field(default=False, init=False)
-
-    def request_stop(self) -> None:
-        self._stop = True
 
     def run(self, tasks: Sequence[TrialTask], listener: StudyListener) -> None:
         if not tasks:
@@ -211,13 +207,13 @@ class LocalExecutor:
         start_failures = 0
         try:
             while True:
-                if self._stop and not stop_sent:
+                if self.stop_requested and not stop_sent:
                     stop_sent = True
                     pending.clear()
                     for w in pool:
                         if w.task is not None and not w.gone:
                             _send(w, ("stop",))
-                if not self._stop:
+                if not self.stop_requested:
                     for w in pool:
                         if w.task is None and not w.gone and pending:
                             w.task = pending.popleft()
@@ -225,7 +221,7 @@ class LocalExecutor:
                                 pending.appendleft(w.task)
                                 w.task = None
                 busy = [w for w in pool if w.task is not None and not w.gone]
-                if not busy and (not pending or self._stop):
+                if not busy and (not pending or self.stop_requested):
                     break
                 live = [w for w in pool if not w.gone]
                 ready = wait([w.reports for w in live] + [w.process.sentinel for w in live], timeout=0.5)
@@ -255,9 +251,9 @@ class LocalExecutor:
                                 listener.trial_finished(TrialOutcome(
                                     task.trial_id, "interrupted", message=f"worker died (exit code {code}); resuming",
                                     worker=w.name))
-                                if not self._stop:
+                                if not self.stop_requested:
                                     pending.appendleft(task)
-                        if pending and not self._stop and sum(not x.gone for x in pool) < n_workers:
+                        if pending and not self.stop_requested and sum(not x.gone for x in pool) < n_workers:
                             start()
         finally:
             self._shutdown(pool, listener)

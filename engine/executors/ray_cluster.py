@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from .. import runs
 from ..events import EVENTS_FILE, CheckpointSaved, EpochDone, RunStarted, event_to_json
-from .base import StudyListener, TrialOutcome, TrialProgress, TrialTask
+from .base import StopFlag, StudyListener, TrialOutcome, TrialProgress, TrialTask
 from .local import MAX_WORKER_DEATHS
 
 #: the files of a run folder that travel between nodes and the driver
@@ -163,7 +163,7 @@ def folder_files(run_dir: Path) -> dict[str, bytes]:
 
 
 @dataclass
-class RayExecutor:
+class RayExecutor(StopFlag):
     """Trials as Ray tasks: `threads` CPUs each and `gpus_per_trial` GPUs (fractions allowed)."""
 
     address: str | None = None
@@ -172,10 +172,6 @@ class RayExecutor:
     gpus_per_trial: float | None = None
     device: str = "auto"
     init_options: dict[str, Any] = field(default_factory=dict)  # e.g. num_cpus for a local cluster
-    _stop: bool = field(default=False, init=False)
-
-    def request_stop(self) -> None:
-        self._stop = True
 
     def run(self, tasks: Sequence[TrialTask], listener: StudyListener) -> None:
         if not tasks:
@@ -214,7 +210,7 @@ class RayExecutor:
             submit(task)
         stop_sent = False
         while refs:
-            if self._stop and not stop_sent:
+            if self.stop_requested and not stop_sent:
                 stop_sent = True
                 ray.get(channel.request_stop.remote())
             self._deliver(ray.get(channel.drain.remote()), by_id, ended, listener)
@@ -229,8 +225,8 @@ class RayExecutor:
                 except Exception as exc:  # the task's worker or node died
                     deaths[task.trial_id] = deaths.get(task.trial_id, 0) + 1
                     message = f"its Ray worker died ({type(exc).__name__})"
-                    if deaths[task.trial_id] >= MAX_WORKER_DEATHS or self._stop:
-                        status = "failed" if not self._stop else "interrupted"
+                    if deaths[task.trial_id] >= MAX_WORKER_DEATHS or self.stop_requested:
+                        status = "failed" if not self.stop_requested else "interrupted"
                         listener.trial_finished(TrialOutcome(task.trial_id, status, message=message))
                     else:
                         listener.trial_finished(TrialOutcome(task.trial_id, "interrupted",
