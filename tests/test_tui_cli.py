@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -124,3 +125,23 @@ def test_resume_on_a_terminal_opens_the_app_and_checks_epochs_first(tmp_path, mo
     assert cli.main(["--resume", str(folder), "--epochs", "9"]) == 0
     (app,) = opened
     assert app.feed.planned() == (f"{folder.name} to epoch 9",) and app.config.train.epochs == 9
+
+
+def subcommands() -> list[str]:
+    parser = cli.build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(action.choices)
+
+
+def test_every_command_is_listed():
+    assert {"run", "watch", "inspect", "bench", "runs", "compare", "export", "study", "open"} <= set(subcommands())
+
+
+@pytest.mark.parametrize("argv", [[]] + [[name] for name in subcommands()])
+def test_help_of_every_command_prints_usage_and_exits_0(argv, capsys):
+    """A help text with a bare % (argparse formats help strings) once crashed `actlab --help`."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*argv, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: actlab") and len(out.splitlines()) >= 3

@@ -35,7 +35,7 @@ BAR_WIDTH = 28
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("study", help="run a grid of runs (activations x seeds x config keys), in parallel, "
-                                            "resumable; prints a summary with 95% confidence intervals")
+                                            "resumable; prints a summary with 95%% confidence intervals")
     add_overrides(p)
     p.add_argument("--preset", metavar="NAME", help="a published experiment: seeds-table, deep-init, tanhexp-lr, "
                                                     "depth (--list-presets says what each shows)")
