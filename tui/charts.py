@@ -9,6 +9,7 @@ by marker instead.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
@@ -34,6 +35,12 @@ class Chart(PlotextPlot):
     colour key in the border title and the NO_COLOR switch."""
 
     def replot(self) -> None:
+        """Clear the figure and draw it again from the widget's data."""
+        self.plt.clear_figure()
+        self.draw(self.plt)
+
+    def draw(self, plt: Any) -> None:
+        """Plot the widget's data on the cleared figure `plt` (plotext's module API)."""
         raise NotImplementedError
 
     def on_resize(self) -> None:
@@ -64,10 +71,8 @@ class MetricsChart(Chart):
     def watch_data(self) -> None:
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self, plt: Any) -> None:
         d = self.data
-        plt = self.plt
-        plt.clear_figure()
         title = METRIC_TITLES.get(d.metric, d.metric)
         key = [("━", "train", hex_colour(TRAIN)), ("━", "val", hex_colour(VAL))]
         if d.previous:
@@ -126,9 +131,7 @@ class CurveChart(Chart):
     def watch_curve(self) -> None:
         self.replot()
 
-    def replot(self) -> None:
-        plt = self.plt
-        plt.clear_figure()
+    def draw(self, plt: Any) -> None:
         c = self.curve
         key = self.colour_key([("━", "f(x)", hex_colour(VAL)), ("┄", "f′(x)", hex_colour(TRAIN))])
         if c is None:

@@ -126,6 +126,32 @@ class Feed:
         return True
 
 
+class WorkerFeed(Feed):
+    """A feed whose `run` is one call of `work` in the worker thread; `wait` waits for that
+    call to return (at once when it never started)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.finished = threading.Event()
+
+    def work(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+        raise NotImplementedError
+
+    def work_ended(self) -> None:
+        """Clean up after `work` returned or raised, before `wait` returns."""
+
+    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self.started = True
+        try:
+            self.work(sink, cancelled)
+        finally:
+            self.work_ended()
+            self.finished.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return not self.started or self.finished.wait(timeout)
+
+
 # --- the engine behind a live feed ------------------------------------------------------------
 
 class Engine(Protocol):
@@ -232,7 +258,7 @@ class TorchEngine:
 
 # --- live ---------------------------------------------------------------------------------------
 
-class LiveFeed(Feed):
+class LiveFeed(WorkerFeed):
     """Trains the lab's configuration, one run at a time, steered from the UI thread.
 
     Every run uses the same config (seed included) with only the activation changed, so
@@ -242,6 +268,7 @@ class LiveFeed(Feed):
     live = True
 
     def __init__(self, config: Any, engine: Engine | None = None, *, resume: ResumeRequest | None = None) -> None:
+        super().__init__()
         self.config = config
         self.engine: Engine = engine if engine is not None else TorchEngine()
         self.description = "live session"
@@ -252,8 +279,6 @@ class LiveFeed(Feed):
         self._current: str | None = None
         self._closing = False
         self._superseded = False  # the run being prepared was replaced by a pick
-        self._started = False
-        self._done = threading.Event()
 
     # -- commands (UI thread) ------------------------------------------------------------
 
@@ -329,9 +354,6 @@ class LiveFeed(Feed):
                 self._control.stop("interrupted")
             self._cond.notify_all()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        return not self._started or self._done.wait(timeout)
-
     # -- the worker ----------------------------------------------------------------------
 
     def activation_params(self, name: str) -> dict[str, Any]:
@@ -352,16 +374,11 @@ class LiveFeed(Feed):
         except Exception:
             return False
 
-    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
-        self._started = True
-        try:
-            self._run(sink, cancelled)
-        finally:
-            with self._cond:
-                self._control = self._current = None
-            self._done.set()
+    def work_ended(self) -> None:
+        with self._cond:
+            self._control = self._current = None
 
-    def _run(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+    def work(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
         sink(FeedStatus("loading", "loading PyTorch…"))
         try:
             sink(self.engine.catalog(extra=[self.config.model.activation]))
@@ -404,24 +421,13 @@ class LiveFeed(Feed):
 
 # --- read-only feeds -------------------------------------------------------------------------------
 
-class ReadOnlyLoop(Feed):
-    """A read-only feed that runs until closed: `follow(sink, cancelled)` does the work in the
-    worker thread; `close()` sets `stopping`, which `follow` waits on between polls."""
+class ReadOnlyLoop(WorkerFeed):
+    """A read-only feed that runs until closed: `work(sink, cancelled)` follows its source in
+    the worker thread; `close()` sets `stopping`, which `work` waits on between polls."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.stopping = threading.Event()
-        self.finished = threading.Event()
-        self.started = False
-
-    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
-        raise NotImplementedError
-
-    def run(self, sink: Sink, cancelled: Callable[[], bool] = lambda: False) -> None:
-        self.started = True
-        try:
-            self.follow(sink, cancelled)
-        finally:
-            self.finished.set()
 
     def running(self, cancelled: Callable[[], bool]) -> bool:
         """Neither closed nor cancelled."""
@@ -429,9 +435,6 @@ class ReadOnlyLoop(Feed):
 
     def close(self) -> None:
         self.stopping.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return not self.started or self.finished.wait(timeout)
 
 
 class WatchFeed(ReadOnlyLoop):
@@ -453,7 +456,7 @@ class WatchFeed(ReadOnlyLoop):
         self.interval = interval
         self.engine = engine if engine is not None else (TorchEngine() if curves else None)
 
-    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+    def work(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
         try:
             follower = EventFollower(self.run_dir)
             sink(FeedStatus("watching", f"watching {self.run_dir}"))

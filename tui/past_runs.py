@@ -95,7 +95,7 @@ class OpenFeed(ReadOnlyLoop):
         self.description = f"{self.path} is open read-only"
         self.engine = TorchEngine() if curves else None
 
-    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+    def work(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
         folders = open_targets(self.path)
         sink(FeedStatus("loading", f"reading {len(folders)} run folders…"))
         count = load_past_runs(folders, sink, cancelled=lambda: not self.running(cancelled))

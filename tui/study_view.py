@@ -145,7 +145,7 @@ class StudyFeed(ReadOnlyLoop):
                                     else (log.test if log else None)))
         return StudySnapshot(manifest.study_id, tuple(trials))
 
-    def follow(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
+    def work(self, sink: Sink, cancelled: Callable[[], bool]) -> None:
         last = None
         while self.running(cancelled):
             snap = self.snapshot()
@@ -210,11 +210,9 @@ class BandChart(Chart):
     def watch_data(self) -> None:
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self, plt: Any) -> None:
         from actlab.engine.stats import band
 
-        plt = self.plt
-        plt.clear_figure()
         snap = self.data
         self.border_title = "mean val acc % per epoch · 95% CI band (dotted)"
         if snap is None:
