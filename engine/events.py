@@ -145,8 +145,9 @@ class ActivationSwapped(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunFinished(Event):
-    """The run ended without an error.
+class RunOutcome:
+    """How a run ended: the figures of the RunFinished event, and of what `TrainingRun.run()`
+    returns (which adds "failed" to the statuses below).
 
     status: "finished" (all epochs), "early-stopped", "stopped" (by its controller),
     "interrupted" (a signal), "diverged" (non-finite loss or gradient).
@@ -158,8 +159,14 @@ class RunFinished(Event):
     best_val_acc: float
     test_acc: float | None
     test_loss: float | None
-    seconds: float
     message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(RunOutcome, Event):
+    """The run ended without an error (its outcome, and how long it took)."""
+
+    seconds: float
 
 
 @dataclass(frozen=True, kw_only=True)

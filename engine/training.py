@@ -42,7 +42,7 @@ from .data import DataSplits, load_config_data
 from .device import describe_device, host_copy, resolve_device
 from .errors import CheckpointError, ConfigError, DataError, StorageError, UserError
 from .events import (ActivationSwapped, BatchProgress, CheckpointSaved, Consumer, EpochDone, Event, EventBus,
-                     EventLog, LayerStats, RunFailed, RunFinished, RunStarted, StateChanged, StepStats)
+                     EventLog, LayerStats, RunFailed, RunFinished, RunOutcome, RunStarted, StateChanged, StepStats)
 from .control import Command, RunControl
 from .model import MLP, MLPConfig, count_parameters
 from .probes.base import NoProbes, Probes
@@ -69,18 +69,15 @@ class _Diverged(Exception):
 
 # --- the run ----------------------------------------------------------------------------
 
-@dataclass
-class RunResult:
+@dataclass(frozen=True, kw_only=True)
+class RunResult(RunOutcome):
+    """What `run()` returns: the outcome (status "failed" with the exception, too), the run
+    folder and the epochs' history."""
+
     run_id: str
     run_dir: Path
-    status: str
-    epochs_run: int
-    best_epoch: int
-    best_val_acc: float
-    test_acc: float | None
-    test_loss: float | None
     history: list[EpochDone]
-    message: str = ""
+    exception: BaseException | None = None
 
 
 @dataclass
@@ -755,12 +752,11 @@ class TrainingRun:
             except UserError as exc:
                 message = f"{message}; test skipped: {exc}".lstrip("; ")
         p = self.progress
-        self.bus.emit(RunFinished(run_id=self.run_id, status=status, epochs_run=p.epoch, best_epoch=p.best_epoch,
-                                  best_val_acc=max(p.best_val_acc, 0.0), test_acc=test_acc, test_loss=test_loss,
-                                  seconds=time.monotonic() - started, message=message))
+        outcome = dict(status=status, epochs_run=p.epoch, best_epoch=p.best_epoch, best_val_acc=max(p.best_val_acc, 0.0),
+                       test_acc=test_acc, test_loss=test_loss, message=message)
+        self.bus.emit(RunFinished(run_id=self.run_id, seconds=time.monotonic() - started, **outcome))
         self.close()
-        return RunResult(self.run_id, self.run_dir, status, p.epoch, p.best_epoch, max(p.best_val_acc, 0.0),
-                         test_acc, test_loss, list(self.history), message)
+        return RunResult(run_id=self.run_id, run_dir=self.run_dir, history=list(self.history), **outcome)
 
     def _fail(self, exc: BaseException, started: float, user: bool = False) -> RunResult:
         user = user or isinstance(exc, StorageError)  # a full disk is no bug: no type name, no traceback
@@ -775,10 +771,10 @@ class TrainingRun:
             pass
         self.close()
         p = getattr(self, "progress", _Progress())
-        result = RunResult(self.run_id, self.run_dir or Path("."), "failed", p.epoch, p.best_epoch,
-                           max(p.best_val_acc, 0.0), None, None, list(self.history), error)
-        result.exception = exc  # type: ignore[attr-defined]
-        return result
+        return RunResult(run_id=self.run_id, run_dir=self.run_dir or Path("."), history=list(self.history),
+                         status="failed", epochs_run=p.epoch, best_epoch=p.best_epoch,
+                         best_val_acc=max(p.best_val_acc, 0.0), test_acc=None, test_loss=None, message=error,
+                         exception=exc)
 
     def close(self) -> None:
         """Close the event log and release the run folder's lock (the run folder stays)."""
