@@ -150,3 +150,12 @@ def broken_folders(root: Path, good_events: Path) -> dict[str, str]:
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def run_actlab(capsys, *argv: str) -> tuple[int, str, str]:
+    """`actlab ARGV...` in this process: (exit code, stdout, stderr)."""
+    from actlab.tui import cli
+
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -18,19 +18,12 @@ from actlab.engine.events import EpochDone, LayerStats, RunFinished, RunStarted,
 from actlab.engine.metrics import TRAINED_EPOCH
 from actlab.engine.runs import UnknownColumnError, read_run
 from actlab.engine.summary import SUMMARY_FILE, SummaryWriter, activation_dead_fraction, summarize_events
-from actlab.tui import cli
-from run_folders import REAL_RUNS, broken_folders, shared_real_runs, synthetic_run, tree_state
+from run_folders import REAL_RUNS, broken_folders, run_actlab as actlab, shared_real_runs, synthetic_run, tree_state
 
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory, digits_cpu):
     return shared_real_runs(tmp_path_factory, digits_cpu)
-
-
-def actlab(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # -- summary.json -----------------------------------------------------------------------------

@@ -14,19 +14,12 @@ import pytest
 from actlab.engine.events import EpochDone, LayerStats, StepStats, event_to_json, read_events
 from actlab.engine.export import EPOCH_METRICS
 from actlab.engine.metrics import TRAINED_EPOCH
-from actlab.tui import cli
-from run_folders import shared_real_runs, synthetic_run
+from run_folders import run_actlab as actlab, shared_real_runs, synthetic_run
 
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory, digits_cpu):
     return shared_real_runs(tmp_path_factory, digits_cpu)
-
-
-def actlab(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
+from test_tui_app import drive
 from tui_fakes import small_config, write_run_folder
 
 from actlab.engine.stats import format_group_table, group_table
@@ -50,15 +50,6 @@ def trials(done_per_group: int, running: bool = True) -> tuple[TrialView, ...]:
             else:
                 out.append(TrialView(f"{group}-s{seed}", group, index, "pending"))
     return tuple(out)
-
-
-def drive(app, script, size=(120, 40)) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await script(pilot)
-            if app.is_running:
-                app.exit()
-    asyncio.run(main())
 
 
 async def until(pilot, predicate, timeout: float = 30.0) -> None:
