@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import LabConfig, config_from_dict, parse_text, read_config_text
-from .errors import ConfigError, RunLockedError, UserError
+from .errors import RunLockedError, UserError
 from .events import EVENTS_FILE, EpochDone, LayerStats, RunFailed, RunFinished, RunStarted, read_events
 from .metrics import TRAINED_EPOCH
 

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 import traceback
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -40,10 +39,10 @@ from .checkpoints import load_weights, model_config_of, read_checkpoint, remove_
 from .config import LabConfig, apply_recipe, check_memory, check_names
 from .data import DataSplits, load_config_data
 from .device import describe_device, host_copy, resolve_device
-from .errors import CheckpointError, ConfigError, DataError, StorageError, UserError
+from .errors import CheckpointError, ConfigError, StorageError, UserError
 from .events import (ActivationSwapped, BatchProgress, CheckpointSaved, Consumer, EpochDone, Event, EventBus,
-                     EventLog, LayerStats, RunFailed, RunFinished, RunOutcome, RunStarted, StateChanged, StepStats)
-from .control import Command, RunControl
+                     EventLog, LayerStats, RunFailed, RunFinished, RunOutcome, RunStarted, StateChanged)
+from .control import RunControl
 from .model import MLP, MLPConfig, count_parameters
 from .probes.base import NoProbes, Probes
 from .step_graph import CapturedStep, graphs_supported
@@ -670,7 +669,7 @@ class TrainingRun:
         statistics, the epoch's events, one checkpoint write. Returns (status, message) when
         the run must end here (stopped, diverged), else None. Each phase's seconds are added
         to `phase_seconds` (clock: `phase_clock`)."""
-        p, clock, phases = self.progress, self.phase_clock, self.phase_seconds
+        p, clock = self.progress, self.phase_clock
         epoch = p.epoch + 1
         epoch_started = time.monotonic()
         mark = clock()

@@ -20,7 +20,6 @@ answer at once.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
