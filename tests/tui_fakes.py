@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import queue
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -57,9 +58,14 @@ def catalog() -> Catalog:
                    aliases={**{n: n for n in (*LAB_ORDER, *EXTRA)}, "silu": "swish"})
 
 
+#: an empty runs folder of the test session, so a live lab under test never lists the past runs
+#: of whatever ./runs the tests happen to be started in
+EMPTY_RUNS = tempfile.mkdtemp(prefix="actlab-test-runs-")
+
+
 def small_config(**dotted: Any) -> LabConfig:
     base = LabConfig().replace(**{"data.dataset": "fashion-mnist", "model.hidden_sizes": list(HIDDEN),
-                                  "train.epochs": 50, "run.device": "cpu"})
+                                  "train.epochs": 50, "run.device": "cpu", "run.runs_dir": EMPTY_RUNS})
     return base.replace(**dotted) if dotted else base
 
 
